@@ -1,0 +1,44 @@
+//! `lookupd`: the appliance binary. Argument parsing and wiring only; the logic lives in the
+//! library crates.
+
+mod gallery_cmd;
+mod npy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lookupd", version, about = "The product-lookup appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build, inspect, check and search binary gallery files.
+    #[command(subcommand)]
+    Gallery(gallery_cmd::GalleryCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOOKUPD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gallery(cmd) => gallery_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lookupd: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
