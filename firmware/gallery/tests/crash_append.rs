@@ -26,12 +26,18 @@ fn child(path: &Path, seed: u64) -> ! {
     let mut out = std::io::stdout().lock();
     loop {
         // Mostly small appends (in place), sometimes a large one (forces the file to grow).
-        let n = if rng.random_ratio(1, 12) { 150 } else { rng.random_range(1..=6) };
+        let n = if rng.random_ratio(1, 12) {
+            150
+        } else {
+            rng.random_range(1..=6)
+        };
         let first = g.len() as u64;
         let ids: Vec<u64> = (first..first + n).collect();
         let codes: Vec<u8> = ids.iter().flat_map(|&i| code_of(i)).collect();
         g.append(&codes, &ids).expect("child: append");
-        writeln!(out, "{}", g.len()).and_then(|()| out.flush()).expect("child: report");
+        writeln!(out, "{}", g.len())
+            .and_then(|()| out.flush())
+            .expect("child: report");
     }
 }
 
@@ -45,7 +51,11 @@ fn check(path: &Path, reported: u64, round: usize) -> u64 {
     );
     for row in 0..g.len() {
         assert_eq!(g.id(row), row as u64, "round {round}: id of row {row}");
-        assert_eq!(g.code(row), code_of(row as u64), "round {round}: code of row {row}");
+        assert_eq!(
+            g.code(row),
+            code_of(row as u64),
+            "round {round}: code of row {row}"
+        );
     }
     len
 }
@@ -87,7 +97,10 @@ fn main() {
         std::thread::sleep(Duration::from_micros(rng.random_range(0..25_000)));
         child.kill().expect("kill child");
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child must die by the kill");
+        assert!(
+            !status.success(),
+            "round {round}: the child must die by the kill"
+        );
         let reported = reader.join().unwrap();
         let len = check(&path, reported.max(reported_total), round);
         reported_total = len;

@@ -36,7 +36,11 @@ fn assert_contents(g: &Gallery, codes: &[u8], ids: &[u64]) {
     let cb = g.code_bytes();
     for (row, id) in ids.iter().enumerate() {
         assert_eq!(g.id(row), *id, "id of row {row}");
-        assert_eq!(g.code(row), &codes[row * cb..(row + 1) * cb], "code of row {row}");
+        assert_eq!(
+            g.code(row),
+            &codes[row * cb..(row + 1) * cb],
+            "code of row {row}"
+        );
     }
 }
 
@@ -115,7 +119,10 @@ fn bad_code_widths_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for bits in [0, 8, 56, 60, 100, 4104, 8192] {
         let err = Gallery::create(dir.path().join("x.gal"), bits, [0; 32], &[], &[]).unwrap_err();
-        assert!(matches!(err, GalleryError::BadCodeBits(b) if b == bits), "{bits}: {err}");
+        assert!(
+            matches!(err, GalleryError::BadCodeBits(b) if b == bits),
+            "{bits}: {err}"
+        );
     }
 }
 
@@ -147,7 +154,13 @@ fn corrupt_codes_and_ids_are_refused() {
     rewrite(&f.path, |b| b[code_byte] ^= 0x10);
     let err = open_err(&f.path);
     assert!(
-        matches!(err, GalleryError::ChecksumMismatch { section: "codes", .. }),
+        matches!(
+            err,
+            GalleryError::ChecksumMismatch {
+                section: "codes",
+                ..
+            }
+        ),
         "{err}"
     );
     std::fs::write(&f.path, &original).unwrap();
@@ -169,7 +182,11 @@ fn corrupt_headers_are_refused_unless_one_copy_is_intact() {
     rewrite(&f.path, |b| b[HEADER_SLOT_BYTES + 20] ^= 0xff);
     let g = Gallery::open(&f.path).unwrap();
     assert_contents(&g, &f.codes, &f.ids);
-    assert!(g.info().header_copies[1].contains("corrupt"), "{:?}", g.info());
+    assert!(
+        g.info().header_copies[1].contains("corrupt"),
+        "{:?}",
+        g.info()
+    );
     // Both damaged: refused.
     rewrite(&f.path, |b| b[20] ^= 0xff);
     let err = open_err(&f.path);
@@ -180,7 +197,12 @@ fn corrupt_headers_are_refused_unless_one_copy_is_intact() {
     let mut g = Gallery::open(&f.path).unwrap();
     g.append(&[1u8; 16], &[5]).unwrap();
     let g = Gallery::open(&f.path).unwrap();
-    assert!(g.info().header_copies.iter().all(|c| c.starts_with("valid")));
+    assert!(
+        g.info()
+            .header_copies
+            .iter()
+            .all(|c| c.starts_with("valid"))
+    );
     assert_eq!(g.len(), 21);
 }
 
@@ -227,7 +249,16 @@ fn misaligned_sections_are_refused() {
         },
     );
     let err = open_err(&f.path);
-    assert!(matches!(err, GalleryError::Misaligned { section: "codes", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GalleryError::Misaligned {
+                section: "codes",
+                ..
+            }
+        ),
+        "{err}"
+    );
     write_header(
         &f.path,
         &Header {
@@ -236,7 +267,10 @@ fn misaligned_sections_are_refused() {
         },
     );
     let err = open_err(&f.path);
-    assert!(matches!(err, GalleryError::Misaligned { section: "ids", .. }), "{err}");
+    assert!(
+        matches!(err, GalleryError::Misaligned { section: "ids", .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -298,5 +332,8 @@ fn set_padding_bits_are_refused() {
         },
     );
     let err = open_err(&f.path);
-    assert!(matches!(err, GalleryError::DirtyPadding { row: 2, .. }), "{err}");
+    assert!(
+        matches!(err, GalleryError::DirtyPadding { row: 2, .. }),
+        "{err}"
+    );
 }

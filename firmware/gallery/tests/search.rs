@@ -22,7 +22,9 @@ fn reference(g: &Gallery, query: &[u8]) -> Vec<Hit> {
 
 /// Codes near a few centres: many equal distances, so ties decide the order.
 fn clustered(rng: &mut StdRng, n: usize, bytes: usize) -> Vec<u8> {
-    let centres: Vec<Vec<u8>> = (0..4).map(|_| (0..bytes).map(|_| rng.random()).collect()).collect();
+    let centres: Vec<Vec<u8>> = (0..4)
+        .map(|_| (0..bytes).map(|_| rng.random()).collect())
+        .collect();
     (0..n)
         .flat_map(|_| {
             let c = &centres[rng.random_range(0..centres.len())];
@@ -48,7 +50,9 @@ fn case(n: usize, bits: u32, seed: u64) -> Case {
     let bytes = bits as usize / 8;
     let codes = clustered(&mut rng, n, bytes);
     // Ids out of row order, with duplicates (several shots of one item).
-    let ids: Vec<u64> = (0..n as u64).map(|i| (i * 7919) % (n as u64 / 2 + 1)).collect();
+    let ids: Vec<u64> = (0..n as u64)
+        .map(|i| (i * 7919) % (n as u64 / 2 + 1))
+        .collect();
     let gallery = Gallery::create(dir.path().join("g.gal"), bits, [0; 32], &codes, &ids).unwrap();
     let mut queries = clustered(&mut rng, 9, bytes);
     queries.extend_from_slice(&codes[..bytes]); // an exact member: distance 0
@@ -82,7 +86,11 @@ fn knn_equals_brute_force_on_every_kernel() {
                 for (qi, q) in c.queries.chunks(cb).enumerate() {
                     let want: Vec<Hit> = reference(g, q).into_iter().take(k).collect();
                     let got = s.knn(g, q, k, None).unwrap();
-                    let what = format!("{} x{} n={n} bits={bits} k={k} q={qi}", s.kernel().name(), s.threads());
+                    let what = format!(
+                        "{} x{} n={n} bits={bits} k={k} q={qi}",
+                        s.kernel().name(),
+                        s.threads()
+                    );
                     assert_eq!(got, want, "single {what}");
                     assert_eq!(batch[qi], want, "batch {what}");
                 }
@@ -114,7 +122,11 @@ fn small_galleries_and_large_k() {
     let s = Searcher::with_defaults().unwrap();
     let q = &c.queries[..8];
     let got = s.knn(&c.gallery, q, 1000, None).unwrap();
-    assert_eq!(got, reference(&c.gallery, q), "k above the gallery size returns everything");
+    assert_eq!(
+        got,
+        reference(&c.gallery, q),
+        "k above the gallery size returns everything"
+    );
     let dir = tempfile::tempdir().unwrap();
     let empty = Gallery::create(dir.path().join("e.gal"), 64, [0; 32], &[], &[]).unwrap();
     assert!(s.knn(&empty, q, 3, None).unwrap().is_empty());
@@ -132,7 +144,9 @@ fn bad_requests_are_errors() {
     }
     let err = s.knn(&c.gallery, &q[..15], 1, None).unwrap_err();
     assert!(matches!(err, GalleryError::BadLength { .. }), "{err}");
-    let err = s.knn_batch(&c.gallery, &c.queries[..17], 1, None).unwrap_err();
+    let err = s
+        .knn_batch(&c.gallery, &c.queries[..17], 1, None)
+        .unwrap_err();
     assert!(matches!(err, GalleryError::BadLength { .. }), "{err}");
 }
 

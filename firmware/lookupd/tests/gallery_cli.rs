@@ -1,0 +1,314 @@
+//! `lookupd gallery ...` end to end, through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use npyz::WriterBuilder;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn lookupd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lookupd"))
+        .args(args)
+        .env("LOOKUPD_LOG", "warn")
+        .output()
+        .expect("run lookupd")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = lookupd(args);
+    assert!(
+        out.status.success(),
+        "lookupd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = lookupd(args);
+    assert!(!out.status.success(), "lookupd {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn write_u8(path: &Path, rows: u64, cols: u64, data: &[u8]) {
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[rows, cols])
+        .writer(std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap(),
+        ))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn read_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
+    let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    (npy.shape().to_vec(), npy.into_vec().unwrap())
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    codes: Vec<u8>,
+}
+
+impl Setup {
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.p(name).to_str().unwrap().to_string()
+    }
+}
+
+/// 300 codes of 256 bits, ids 1000 + 3 * row, queries = the first 4 codes.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(42);
+    let codes: Vec<u8> = (0..300 * 32).map(|_| rng.random()).collect();
+    let s = Setup { dir, codes };
+    write_u8(&s.p("codes.npy"), 300, 32, &s.codes);
+    write_u8(&s.p("queries.npy"), 4, 32, &s.codes[..4 * 32]);
+    npyz::to_file_1d(s.p("ids.npy"), (0..300u64).map(|r| 1000 + 3 * r)).unwrap();
+    ok(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("codes.npy"),
+        "--ids",
+        &s.s("ids.npy"),
+        "--out",
+        &s.s("g.gal"),
+    ]);
+    s
+}
+
+#[test]
+fn import_info_export_round_trip() {
+    let s = setup();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["gallery", "info", &s.s("g.gal")])).unwrap();
+    assert_eq!(info["items"], 300);
+    assert_eq!(info["code_bits"], 256);
+    ok(&[
+        "gallery",
+        "export",
+        &s.s("g.gal"),
+        "--codes",
+        &s.s("out.npy"),
+        "--ids",
+        &s.s("out_ids.npy"),
+    ]);
+    let (shape, data) = read_u8(&s.p("out.npy"));
+    assert_eq!(shape, [300, 32]);
+    assert_eq!(data, s.codes);
+    let ids: Vec<u64> = npyz::NpyFile::new(std::fs::File::open(s.p("out_ids.npy")).unwrap())
+        .unwrap()
+        .into_vec()
+        .unwrap();
+    assert_eq!(ids, (0..300u64).map(|r| 1000 + 3 * r).collect::<Vec<_>>());
+}
+
+#[test]
+fn search_prints_json_in_query_order() {
+    let s = setup();
+    let out = ok(&[
+        "gallery",
+        "search",
+        &s.s("g.gal"),
+        "--queries",
+        &s.s("queries.npy"),
+        "--k",
+        "3",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 4);
+    for (i, q) in arr.iter().enumerate() {
+        assert_eq!(q["query"], i);
+        let hits = q["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 3);
+        // Each query is a gallery code: it finds itself first, at distance 0.
+        assert_eq!(hits[0]["id"], 1000 + 3 * i as u64);
+        assert_eq!(hits[0]["distance"], 0);
+        assert!(hits[1]["distance"].as_u64() <= hits[2]["distance"].as_u64());
+    }
+    // With a distance bound only the exact match remains (random codes are ~128 apart).
+    let out = ok(&[
+        "gallery",
+        "search",
+        &s.s("g.gal"),
+        "--queries",
+        &s.s("queries.npy"),
+        "--k",
+        "3",
+        "--max-distance",
+        "10",
+        "--json",
+        "--kernel",
+        "portable",
+        "--threads",
+        "1",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[2]["hits"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bench_prints_the_promised_fields() {
+    let s = setup();
+    for batch in ["1", "2"] {
+        let out = ok(&[
+            "gallery",
+            "bench",
+            &s.s("g.gal"),
+            "--queries",
+            &s.s("queries.npy"),
+            "--k",
+            "5",
+            "--batch",
+            batch,
+            "--threads",
+            "2",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for key in [
+            "ms_per_query",
+            "threads",
+            "batch",
+            "items",
+            "bits",
+            "kernel",
+            "gb_per_s",
+        ] {
+            assert!(v.get(key).is_some(), "bench output lacks {key}: {out}");
+        }
+        assert_eq!(v["items"], 300);
+        assert_eq!(v["threads"], 2);
+        assert!(v["ms_per_query"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn verify_passes_good_and_fails_damaged_files() {
+    let s = setup();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["gallery", "verify", &s.s("g.gal")])).unwrap();
+    assert_eq!(v["ok"], true);
+    let mut bytes = std::fs::read(s.p("g.gal")).unwrap();
+    bytes[4096 + 77] ^= 4;
+    std::fs::write(s.p("bad.gal"), &bytes).unwrap();
+    let out = lookupd(&["gallery", "verify", &s.s("bad.gal")]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("codes section is corrupt"),
+        "{v}"
+    );
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let s = setup();
+    // Missing file.
+    let err = fails(&["gallery", "info", &s.s("nope.gal")]);
+    assert!(err.contains("nope.gal"), "{err}");
+    // Not a gallery.
+    let err = fails(&["gallery", "info", &s.s("codes.npy")]);
+    assert!(err.contains("not a gallery file"), "{err}");
+    // Codes of the wrong dtype.
+    npyz::to_file_1d(s.p("floats.npy"), [1.0f32, 2.0]).unwrap();
+    let err = fails(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("floats.npy"),
+        "--out",
+        &s.s("x.gal"),
+    ]);
+    assert!(err.contains("uint8"), "{err}");
+    // Not an npy file at all.
+    std::fs::write(s.p("junk.npy"), b"junk").unwrap();
+    let err = fails(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("junk.npy"),
+        "--out",
+        &s.s("x.gal"),
+    ]);
+    assert!(err.contains("junk.npy"), "{err}");
+    // Widths the gallery cannot hold (5 bytes = 40 bits).
+    write_u8(&s.p("narrow.npy"), 2, 5, &[0; 10]);
+    let err = fails(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("narrow.npy"),
+        "--out",
+        &s.s("x.gal"),
+    ]);
+    assert!(err.contains("40 bits"), "{err}");
+    // Ids that do not match the codes.
+    npyz::to_file_1d(s.p("few_ids.npy"), [1u64, 2]).unwrap();
+    let err = fails(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("codes.npy"),
+        "--ids",
+        &s.s("few_ids.npy"),
+        "--out",
+        &s.s("x.gal"),
+    ]);
+    assert!(err.contains("2 ids for 300 codes"), "{err}");
+    // Queries of another width.
+    write_u8(&s.p("q16.npy"), 1, 16, &[0; 16]);
+    let err = fails(&[
+        "gallery",
+        "search",
+        &s.s("g.gal"),
+        "--queries",
+        &s.s("q16.npy"),
+        "--json",
+    ]);
+    assert!(err.contains("16 bytes"), "{err}");
+    // k out of range, unknown kernel.
+    let err = fails(&[
+        "gallery",
+        "search",
+        &s.s("g.gal"),
+        "--queries",
+        &s.s("queries.npy"),
+        "--k",
+        "0",
+    ]);
+    assert!(err.contains("k = 0"), "{err}");
+    let err = fails(&[
+        "gallery",
+        "search",
+        &s.s("g.gal"),
+        "--queries",
+        &s.s("queries.npy"),
+        "--kernel",
+        "sse9",
+    ]);
+    assert!(err.contains("sse9"), "{err}");
+    // A failed import leaves an existing gallery untouched.
+    let before = std::fs::read(s.p("g.gal")).unwrap();
+    fails(&[
+        "gallery",
+        "import",
+        "--codes",
+        &s.s("narrow.npy"),
+        "--out",
+        &s.s("g.gal"),
+    ]);
+    assert_eq!(std::fs::read(s.p("g.gal")).unwrap(), before);
+}
