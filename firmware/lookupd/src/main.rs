@@ -2,6 +2,7 @@
 //! library crates.
 
 mod gallery_cmd;
+mod model_cmd;
 mod npy;
 
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ enum Command {
     /// Build, inspect, check and search binary gallery files.
     #[command(subcommand)]
     Gallery(gallery_cmd::GalleryCommand),
+    /// Run an ONNX model on a float32 NCHW .npy batch and write its first output as .npy.
+    Embed(model_cmd::EmbedArgs),
+    /// Time an ONNX model on a synthetic batch; prints one JSON object.
+    BenchModel(model_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +38,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gallery(cmd) => gallery_cmd::run(cmd),
+        Command::Embed(args) => model_cmd::embed(args),
+        Command::BenchModel(args) => model_cmd::bench(args),
     };
     match result {
         Ok(code) => code,

@@ -64,3 +64,36 @@ pub fn write_u8_matrix(path: &Path, rows: usize, cols: usize, data: &[u8]) -> Re
 pub fn write_u64_vec(path: &Path, data: impl IntoIterator<Item = u64>) -> Result<()> {
     npyz::to_file_1d(path, data).with_context(|| format!("writing {}", path.display()))
 }
+
+/// A float32 array of any rank: (shape, data in C order).
+pub fn read_f32_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let npy = npyz::NpyFile::new(BufReader::new(file))
+        .with_context(|| format!("{} is not a readable .npy file", path.display()))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() != npyz::Order::C {
+        bail!("{}: expected a C-order (row-major) array", path.display());
+    }
+    let dtype = npy.dtype();
+    let data: Vec<f32> = npy.into_vec().with_context(|| {
+        format!(
+            "{}: expected dtype float32, found {dtype:?}",
+            path.display()
+        )
+    })?;
+    Ok((shape, data))
+}
+
+pub fn write_f32_array(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(BufWriter::new(file))
+        .begin_nd()
+        .with_context(|| format!("writing {}", path.display()))?;
+    w.extend(data.iter().copied())
+        .and_then(|()| w.finish())
+        .with_context(|| format!("writing {}", path.display()))
+}

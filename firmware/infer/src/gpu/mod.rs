@@ -1,0 +1,828 @@
+//! The GPU backend: the plan's steps as WGSL compute kernels through wgpu.
+//!
+//! Load time creates everything: one storage buffer per constant, activation buffers shared by
+//! tensors whose lifetimes do not overlap, one bind group and one parameter block per dispatch,
+//! staging buffers for the input and the output. A run writes the input into the mapped upload
+//! buffer, records every dispatch into one compute pass and one submit, and maps back only the
+//! output (or its packed signs).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wgpu::util::DeviceExt;
+
+use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId};
+use crate::{InferError, KernelTime, RunTimings};
+
+const PRELUDE: &str = include_str!("wgsl/prelude.wgsl");
+const WORKGROUP: u32 = 64;
+/// Bytes of parameters a dispatch reads (the `Params` struct of the prelude).
+const PARAM_BYTES: u64 = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kernel {
+    Conv,
+    Binary,
+    Unary,
+    Pool,
+    Rows,
+    MatMul,
+    Pack,
+}
+
+impl Kernel {
+    fn source(self) -> &'static str {
+        match self {
+            Kernel::Conv => include_str!("wgsl/conv.wgsl"),
+            Kernel::Binary => include_str!("wgsl/binary.wgsl"),
+            Kernel::Unary => include_str!("wgsl/unary.wgsl"),
+            Kernel::Pool => include_str!("wgsl/pool.wgsl"),
+            Kernel::Rows => include_str!("wgsl/rows.wgsl"),
+            Kernel::MatMul => include_str!("wgsl/matmul.wgsl"),
+            Kernel::Pack => include_str!("wgsl/pack.wgsl"),
+        }
+    }
+}
+
+/// The adapter and device, shared by every plan loaded on it.
+#[derive(Debug)]
+pub(crate) struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pub adapter: String,
+    timestamps: bool,
+    /// The first uncaptured wgpu error, turned into an `InferError` instead of a panic.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// The best adapter: Vulkan first (hardware before software), then any other backend.
+    pub fn new(want_timestamps: bool) -> Result<Self, InferError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // GL cannot run the plan's storage-buffer kernels well; skip it unless asked for.
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let rank = |a: &wgpu::Adapter| {
+            let info = a.get_info();
+            let kind = match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                wgpu::DeviceType::Other => 3,
+                wgpu::DeviceType::Cpu => 4,
+            };
+            (info.backend != wgpu::Backend::Vulkan, kind)
+        };
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| a.get_info().backend != wgpu::Backend::Gl)
+            .min_by_key(rank)
+            .ok_or_else(|| {
+                InferError::NoAdapter("wgpu found no Vulkan, Metal or DX12 adapter".into())
+            })?;
+        let info = adapter.get_info();
+        let timestamps =
+            want_timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if want_timestamps && !timestamps {
+            return Err(InferError::Device(format!(
+                "adapter {} has no timestamp queries: cannot profile",
+                info.name
+            )));
+        }
+        let mut required_features = wgpu::Features::empty();
+        if timestamps {
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("infer"),
+            required_features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| InferError::Device(e.to_string()))?;
+        let error = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
+            timestamps,
+            error,
+        })
+    }
+
+    fn check(&self, during: &'static str) -> Result<(), InferError> {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(InferError::Gpu { during, message }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    /// Invocations per sample.
+    threads: u32,
+    label: String,
+}
+
+impl Dispatch {
+    fn workgroups(&self) -> (u32, u32) {
+        let groups = self.threads.div_ceil(WORKGROUP).max(1);
+        let x = groups.min(65535);
+        (x, groups.div_ceil(x))
+    }
+}
+
+#[derive(Debug)]
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    count: u32,
+}
+
+/// What a run reads back.
+#[derive(Debug)]
+pub(crate) enum Output<'a> {
+    Floats(&'a mut [f32]),
+    Packed(&'a mut [u8]),
+}
+
+#[derive(Debug)]
+pub(crate) struct GpuPlan {
+    ctx: GpuContext,
+    dispatches: Vec<Dispatch>,
+    pack: Option<Dispatch>,
+    input: wgpu::Buffer,
+    output: wgpu::Buffer,
+    packed: Option<wgpu::Buffer>,
+    upload: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    readback_packed: Option<wgpu::Buffer>,
+    in_len: usize,
+    out_len: usize,
+    words: usize,
+    max_batch: usize,
+    bytes: u64,
+    memory: crate::PlanMemory,
+    profiler: Option<Profiler>,
+}
+
+fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
+    let mut b = [0u8; PARAM_BYTES as usize];
+    for (i, v) in p.iter().enumerate() {
+        b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// Assigns each stored value a buffer, reusing buffers whose values are dead: returns the buffer
+/// of each root value and each buffer's size in bytes.
+fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<u64>) {
+    let bytes = |v: ValueId| (g.values[v].len().max(1) * max_batch * 4) as u64;
+    let root = |v: ValueId| g.values[v].root;
+    let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+    for (i, s) in g.steps.iter().enumerate() {
+        for v in s.inputs() {
+            last_use.insert(root(v), i);
+        }
+    }
+    last_use.insert(root(g.output), usize::MAX);
+    let mut slot_of = HashMap::new();
+    let mut sizes: Vec<u64> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let take = |need: u64, sizes: &mut Vec<u64>, free: &mut Vec<usize>| -> usize {
+        // Best fit among free buffers, else grow the largest free one, else a new buffer.
+        let fit = free
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| sizes[**s] >= need)
+            .min_by_key(|(_, s)| sizes[**s])
+            .map(|(i, _)| i);
+        let pick = fit.or_else(|| {
+            free.iter()
+                .enumerate()
+                .max_by_key(|(_, s)| sizes[**s])
+                .map(|(i, _)| i)
+        });
+        match pick {
+            Some(i) => {
+                let s = free.swap_remove(i);
+                sizes[s] = sizes[s].max(need);
+                s
+            }
+            None => {
+                sizes.push(need);
+                sizes.len() - 1
+            }
+        }
+    };
+    let input_root = root(g.input);
+    slot_of.insert(input_root, take(bytes(input_root), &mut sizes, &mut free));
+    for (i, s) in g.steps.iter().enumerate() {
+        let out = root(s.out);
+        slot_of.insert(out, take(bytes(out), &mut sizes, &mut free));
+        let mut dead: Vec<ValueId> = s.inputs().into_iter().map(root).collect();
+        dead.push(out);
+        dead.sort_unstable();
+        dead.dedup();
+        for r in dead {
+            let last = last_use.get(&r).copied();
+            if last == Some(i) || (r == out && last.is_none()) {
+                free.push(slot_of[&r]);
+            }
+        }
+    }
+    (slot_of, sizes)
+}
+
+impl GpuPlan {
+    pub fn new(ctx: GpuContext, g: &Graph, max_batch: usize) -> Result<Self, InferError> {
+        let device = &ctx.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let limits = device.limits();
+        let (slot_of, sizes) = assign_buffers(g, max_batch);
+        let max_bind = limits.max_storage_buffer_binding_size;
+        if let Some(big) = sizes.iter().find(|&&s| s > max_bind) {
+            return Err(InferError::Device(format!(
+                "an activation needs {big} bytes at batch {max_batch}, above the adapter's \
+                 binding limit of {max_bind}: lower the batch"
+            )));
+        }
+        let storage = wgpu::BufferUsages::STORAGE;
+        let slots: Vec<wgpu::Buffer> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("activation {i}")),
+                    size: s.max(16),
+                    usage: storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let consts: Vec<wgpu::Buffer> = g
+            .consts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut data = bytemuck::cast_slice::<f32, u8>(&c.data).to_vec();
+                data.resize(data.len().max(16), 0);
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&format!("constant {i}")),
+                    contents: &data,
+                    usage: storage,
+                })
+            })
+            .collect();
+        // Bound where a kernel's optional input (bias, residual) is absent.
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("absent"),
+            size: 16,
+            usage: storage,
+            mapped_at_creation: false,
+        });
+        let buf = |v: ValueId| &slots[slot_of[&g.values[v].root]];
+        let operand = |o: Operand| match o {
+            Operand::Value(v) => buf(v),
+            Operand::Const(c) => &consts[c],
+        };
+
+        let mut pipelines: HashMap<Kernel, wgpu::ComputePipeline> = HashMap::new();
+        let mut pipeline = |k: Kernel| {
+            pipelines
+                .entry(k)
+                .or_insert_with(|| {
+                    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&format!("{k:?}")),
+                        source: wgpu::ShaderSource::Wgsl(
+                            format!("{PRELUDE}\n{}", k.source()).into(),
+                        ),
+                    });
+                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&format!("{k:?}")),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+                })
+                .clone()
+        };
+
+        let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(PARAM_BYTES);
+        let n_dispatch = g.steps.len() + 1;
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: align * n_dispatch as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        let mut param_blocks: Vec<[u8; PARAM_BYTES as usize]> = Vec::new();
+        let mut make = |kernel: Kernel,
+                        p: &[u32],
+                        bufs: &[&wgpu::Buffer],
+                        threads: usize,
+                        label: String|
+         -> Result<Dispatch, InferError> {
+            let threads = u32::try_from(threads)
+                .map_err(|_| InferError::Device(format!("{label}: too many invocations")))?;
+            let index = param_blocks.len() as u64;
+            param_blocks.push(params_bytes(p));
+            let pipeline = pipeline(kernel);
+            let layout = pipeline.get_bind_group_layout(0);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: index * align,
+                    size: wgpu::BufferSize::new(PARAM_BYTES),
+                }),
+            }];
+            for (i, b) in bufs.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: b.as_entire_binding(),
+                });
+            }
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &layout,
+                entries: &entries,
+            });
+            Ok(Dispatch {
+                pipeline,
+                bind_group,
+                threads,
+                label,
+            })
+        };
+
+        let f = f32::to_bits;
+        let u = |x: usize| x as u32;
+        let mut dispatches = Vec::with_capacity(g.steps.len());
+        for s in &g.steps {
+            let label = format!("{} [{}]", s.node, s.ops);
+            let out = buf(s.out);
+            let total = g.values[s.out].len();
+            let d = match &s.kind {
+                StepKind::Conv {
+                    x,
+                    weight,
+                    bias,
+                    residual,
+                    lo,
+                    hi,
+                    cout,
+                    group,
+                    win,
+                } => {
+                    let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
+                    let p = [
+                        u(total),
+                        u(win.c),
+                        u(win.h),
+                        u(win.w),
+                        u(win.oh),
+                        u(win.ow),
+                        u(win.kh),
+                        u(win.kw),
+                        u(win.sh),
+                        u(win.sw),
+                        u(win.pt),
+                        u(win.pl),
+                        u(win.dh),
+                        u(win.dw),
+                        u(win.c / group),
+                        u(cout / group),
+                        flags,
+                        f(*lo),
+                        f(*hi),
+                    ];
+                    let bufs = [
+                        buf(*x),
+                        &consts[*weight],
+                        bias.map_or(&dummy, |b| &consts[b]),
+                        residual.map_or(&dummy, buf),
+                        out,
+                    ];
+                    make(Kernel::Conv, &p, &bufs, total, label)?
+                }
+                StepKind::Binary { op, a, b, bc } => {
+                    let mut p = vec![u(total), *op as u32, u(bc.a_batch), u(bc.b_batch)];
+                    p.extend(bc.dims.iter().map(|&x| u(x)));
+                    p.extend(bc.a_strides.iter().map(|&x| u(x)));
+                    p.extend(bc.b_strides.iter().map(|&x| u(x)));
+                    debug_assert_eq!(p.len(), 4 + 3 * MAX_RANK);
+                    make(
+                        Kernel::Binary,
+                        &p,
+                        &[operand(*a), operand(*b), out],
+                        total,
+                        label,
+                    )?
+                }
+                StepKind::Unary { op, x } => {
+                    let (code, lo, hi) = match op {
+                        UnaryOp::Clamp { lo, hi } => (0, *lo, *hi),
+                        UnaryOp::Sqrt => (1, 0.0, 0.0),
+                        UnaryOp::Square => (2, 0.0, 0.0),
+                        UnaryOp::Sigmoid => (3, 0.0, 0.0),
+                        UnaryOp::Reciprocal => (4, 0.0, 0.0),
+                        UnaryOp::Neg => (5, 0.0, 0.0),
+                    };
+                    let p = [u(total), code, f(lo), f(hi)];
+                    make(Kernel::Unary, &p, &[buf(*x), out], total, label)?
+                }
+                StepKind::Pool { kind, x, win } => {
+                    let mode = match kind {
+                        PoolKind::Max => 0,
+                        PoolKind::AvgIncludePad => 1,
+                        PoolKind::AvgExcludePad => 2,
+                    };
+                    let p = [
+                        u(total),
+                        u(win.c),
+                        u(win.h),
+                        u(win.w),
+                        u(win.oh),
+                        u(win.ow),
+                        u(win.kh),
+                        u(win.kw),
+                        u(win.sh),
+                        u(win.sw),
+                        u(win.pt),
+                        u(win.pl),
+                        u(win.dh),
+                        u(win.dw),
+                        mode,
+                        u(win.pb),
+                        u(win.pr),
+                    ];
+                    make(Kernel::Pool, &p, &[buf(*x), out], total, label)?
+                }
+                StepKind::Rows {
+                    op,
+                    x,
+                    rows,
+                    len,
+                    scale,
+                    bias,
+                } => {
+                    let (code, eps) = match op {
+                        RowOp::Mean => (0, 0.0),
+                        RowOp::Sum => (1, 0.0),
+                        RowOp::L2 => (2, 0.0),
+                        RowOp::SumSquare => (3, 0.0),
+                        RowOp::LpNormalize => (4, 0.0),
+                        RowOp::LayerNorm { eps } => (5, *eps),
+                    };
+                    let flags = u32::from(scale.is_some()) | (u32::from(bias.is_some()) << 1);
+                    let p = [u(*rows), u(*len), code, f(eps), flags];
+                    let bufs = [
+                        buf(*x),
+                        scale.map_or(&dummy, |c| &consts[c]),
+                        bias.map_or(&dummy, |c| &consts[c]),
+                        out,
+                    ];
+                    make(Kernel::Rows, &p, &bufs, *rows, label)?
+                }
+                StepKind::MatMul {
+                    x,
+                    weight,
+                    bias,
+                    rows,
+                    k,
+                    n,
+                } => {
+                    let p = [u(total), u(*k), u(*n), u32::from(bias.is_some()), u(*rows)];
+                    let bufs = [
+                        buf(*x),
+                        &consts[*weight],
+                        bias.map_or(&dummy, |c| &consts[c]),
+                        out,
+                    ];
+                    make(Kernel::MatMul, &p, &bufs, total, label)?
+                }
+            };
+            dispatches.push(d);
+        }
+
+        let in_len = g.values[g.input].len();
+        let out_len = g.values[g.output].len();
+        let words = out_len.div_ceil(32);
+        let (pack, packed) = if out_len.is_multiple_of(8) {
+            let packed = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("packed code"),
+                size: (words * 4 * max_batch) as u64,
+                usage: storage | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let d = make(
+                Kernel::Pack,
+                &[u(out_len), u(words)],
+                &[buf(g.output), &packed],
+                words,
+                "sign and pack".into(),
+            )?;
+            (Some(d), Some(packed))
+        } else {
+            (None, None)
+        };
+        {
+            let mut view = params
+                .get_mapped_range_mut(..)
+                .map_err(|e| InferError::Device(e.to_string()))?;
+            let mut bytes = vec![0u8; (align * n_dispatch as u64) as usize];
+            for (i, b) in param_blocks.iter().enumerate() {
+                let o = i * align as usize;
+                bytes[o..o + b.len()].copy_from_slice(b);
+            }
+            view.copy_from_slice(&bytes);
+        }
+        params.unmap();
+
+        let in_bytes = (in_len * 4 * max_batch) as u64;
+        let out_bytes = (out_len * 4 * max_batch) as u64;
+        // Mapped at creation; re-mapped by each run once the GPU has copied from it.
+        let upload = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: in_bytes.max(16),
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: out_bytes.max(16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let readback_packed = packed.as_ref().map(|p| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback packed"),
+                size: p.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let profiler = ctx.timestamps.then(|| {
+            let count = 2 * (dispatches.len() as u32 + 1);
+            Profiler {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps"),
+                    size: u64::from(count) * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps readback"),
+                    size: u64::from(count) * 8,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                count,
+            }
+        });
+
+        let bytes = sizes.iter().sum::<u64>()
+            + consts.iter().map(wgpu::Buffer::size).sum::<u64>()
+            + params.size()
+            + upload.size()
+            + readback.size()
+            + packed.as_ref().map_or(0, |p| 2 * p.size());
+        let memory = crate::PlanMemory {
+            total: bytes,
+            activations: sizes.iter().sum(),
+            constants: consts.iter().map(wgpu::Buffer::size).sum(),
+            // What the activations would take without reuse: every stored tensor at once.
+            unshared_activations: (0..g.values.len())
+                .filter(|&v| g.values[v].root == v)
+                .map(|v| (g.values[v].len() * max_batch * 4) as u64)
+                .sum(),
+            buffers: sizes.len(),
+        };
+        let input = slots[slot_of[&g.values[g.input].root]].clone();
+        let output = slots[slot_of[&g.values[g.output].root]].clone();
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(InferError::Gpu {
+                during: "building the plan",
+                message: e.to_string(),
+            });
+        }
+        ctx.check("building the plan")?;
+        Ok(GpuPlan {
+            ctx,
+            dispatches,
+            pack,
+            input,
+            output,
+            packed,
+            upload,
+            readback,
+            readback_packed,
+            in_len,
+            out_len,
+            words,
+            max_batch,
+            bytes,
+            memory,
+            profiler,
+        })
+    }
+
+    pub fn adapter(&self) -> &str {
+        &self.ctx.adapter
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn memory(&self) -> crate::PlanMemory {
+        self.memory
+    }
+
+    pub fn kernels(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    pub fn run(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        output: Output<'_>,
+        profile: Option<&mut Vec<KernelTime>>,
+    ) -> Result<RunTimings, InferError> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(InferError::Input(format!(
+                "batch {batch}: the plan was built for 1 to {}",
+                self.max_batch
+            )));
+        }
+        let in_bytes = (batch * self.in_len * 4) as u64;
+        let t0 = Instant::now();
+        {
+            let mut view =
+                self.upload
+                    .get_mapped_range_mut(0..in_bytes)
+                    .map_err(|e| InferError::Gpu {
+                        during: "upload",
+                        message: e.to_string(),
+                    })?;
+            view.copy_from_slice(bytemuck::cast_slice(input));
+        }
+        self.upload.unmap();
+        let t1 = Instant::now();
+
+        let packed = matches!(output, Output::Packed(_));
+        let (src, dst, out_bytes) = if packed {
+            let (Some(p), Some(r)) = (&self.packed, &self.readback_packed) else {
+                return Err(InferError::Input(format!(
+                    "the output has {} values, not a multiple of 8: it cannot be packed",
+                    self.out_len
+                )));
+            };
+            (p, r, (batch * self.words * 4) as u64)
+        } else {
+            (
+                &self.output,
+                &self.readback,
+                (batch * self.out_len * 4) as u64,
+            )
+        };
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        enc.copy_buffer_to_buffer(&self.upload, 0, &self.input, 0, in_bytes);
+        let list = self
+            .dispatches
+            .iter()
+            .chain(self.pack.as_ref().filter(|_| packed));
+        let z = batch as u32;
+        match &self.profiler {
+            // One pass per kernel, each with begin/end timestamps.
+            Some(prof) if profile.is_some() => {
+                for (i, d) in list.clone().enumerate() {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &prof.queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    let (x, y) = d.workgroups();
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+            _ => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("plan"),
+                    timestamp_writes: None,
+                });
+                for d in list.clone() {
+                    let (x, y) = d.workgroups();
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+        }
+        let n_kernels = list.count() as u32;
+        enc.copy_buffer_to_buffer(src, 0, dst, 0, out_bytes);
+        let profiling = profile.is_some() && self.profiler.is_some();
+        if let (Some(prof), true) = (&self.profiler, profiling) {
+            let used = 2 * n_kernels;
+            debug_assert!(used <= prof.count);
+            enc.resolve_query_set(&prof.queries, 0..used, &prof.resolve, 0);
+            enc.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, u64::from(used) * 8);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        dst.map_async(wgpu::MapMode::Read, 0..out_bytes, |_| ());
+        self.upload.map_async(wgpu::MapMode::Write, .., |_| ());
+        if let (Some(prof), true) = (&self.profiler, profiling) {
+            prof.readback
+                .map_async(wgpu::MapMode::Read, 0..u64::from(2 * n_kernels) * 8, |_| ());
+        }
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| InferError::Gpu {
+                during: "waiting for the GPU",
+                message: e.to_string(),
+            })?;
+        self.ctx.check("running the plan")?;
+        let t2 = Instant::now();
+        {
+            let view = dst
+                .get_mapped_range(0..out_bytes)
+                .map_err(|e| InferError::Gpu {
+                    during: "read-back",
+                    message: e.to_string(),
+                })?;
+            match output {
+                Output::Floats(out) => out.copy_from_slice(bytemuck::cast_slice(&view)),
+                Output::Packed(out) => {
+                    // The kernel writes whole 32-bit words per sample; the code is its first bytes.
+                    let code = self.out_len / 8;
+                    let stride = self.words * 4;
+                    for (n, chunk) in out.chunks_exact_mut(code).enumerate() {
+                        chunk.copy_from_slice(&view[n * stride..n * stride + code]);
+                    }
+                }
+            }
+        }
+        dst.unmap();
+        if let (Some(prof), Some(times)) = (&self.profiler, profile) {
+            let view = prof
+                .readback
+                .get_mapped_range(0..u64::from(2 * n_kernels) * 8)
+                .map_err(|e| InferError::Gpu {
+                    during: "reading timestamps",
+                    message: e.to_string(),
+                })?;
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            let period = f64::from(self.ctx.queue.get_timestamp_period());
+            let labels = self
+                .dispatches
+                .iter()
+                .chain(self.pack.as_ref().filter(|_| packed));
+            times.clear();
+            for (i, d) in labels.enumerate() {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+                times.push(KernelTime {
+                    kernel: d.label.clone(),
+                    ms: dt / 1e6,
+                });
+            }
+            drop(view);
+            prof.readback.unmap();
+        }
+        let t3 = Instant::now();
+        Ok(RunTimings {
+            upload_ms: (t1 - t0).as_secs_f64() * 1e3,
+            run_ms: (t2 - t1).as_secs_f64() * 1e3,
+            readback_ms: (t3 - t2).as_secs_f64() * 1e3,
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! `infer`: runs an ONNX backbone on the GPU through wgpu compute shaders, or on the CPU through
+//! tract, behind one `Model` type.
+//!
+//! Loading parses the ONNX file once, lets tract check it and infer its shapes, and (for the
+//! GPU) lowers it to a plan of WGSL kernels whose buffers are all allocated for a maximum batch.
+//! Running a batch records the plan into one command buffer; nothing is allocated on the GPU
+//! per run. An op the plan cannot run is a load-time error naming the node and the op.
+
+mod cpu;
+mod error;
+mod gpu;
+mod graph;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::DimLike;
+
+pub use error::InferError;
+
+/// Which runtime executes the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The GPU when wgpu finds an adapter, otherwise the CPU (and the log says so).
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "gpu" => Ok(Backend::Gpu),
+            "cpu" => Ok(Backend::Cpu),
+            _ => Err(format!("backend `{s}`: expected auto, gpu or cpu")),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub backend: Backend,
+    /// The largest batch a run may take; GPU buffers are sized for it.
+    pub max_batch: usize,
+    /// Spatial size (H, W) for models whose input leaves it symbolic.
+    pub input_hw: Option<(usize, usize)>,
+    /// Request GPU timestamp queries so `run_profiled` can time each kernel.
+    pub profile: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            backend: Backend::Auto,
+            max_batch: 8,
+            input_hw: None,
+            profile: false,
+        }
+    }
+}
+
+/// Wall-clock split of one run, in milliseconds. On the GPU: `upload` is writing the input
+/// into the mapped staging buffer, `run` is from there until the GPU has finished (copy in,
+/// kernels, copy out), `readback` is reading the mapped output. On the CPU all is `run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTimings {
+    pub upload_ms: f64,
+    pub run_ms: f64,
+    pub readback_ms: f64,
+}
+
+/// GPU memory of a plan, in bytes, at its maximum batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanMemory {
+    /// Everything the plan holds: activations, constants, parameters, staging.
+    pub total: u64,
+    /// The shared activation buffers.
+    pub activations: u64,
+    pub constants: u64,
+    /// What the activations would need if no buffer were reused.
+    pub unshared_activations: u64,
+    /// How many activation buffers the tensors share.
+    pub buffers: usize,
+}
+
+/// GPU time of one kernel, from timestamp queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTime {
+    /// `node [ops]`: the ONNX node and the ops fused into the kernel.
+    pub kernel: String,
+    pub ms: f64,
+}
+
+#[derive(Debug)]
+enum Engine {
+    Gpu(Box<gpu::GpuPlan>),
+    Cpu(cpu::CpuModel),
+}
+
+/// A loaded model, ready to run batches.
+#[derive(Debug)]
+pub struct Model {
+    engine: Engine,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    max_batch: usize,
+    fixed_batch: Option<usize>,
+    /// Scratch for packing on the CPU backend, allocated at load.
+    scratch: Vec<f32>,
+}
+
+fn tract_err(e: impl fmt::Display) -> InferError {
+    InferError::Tract(format!("{e:#}"))
+}
+
+/// Signs and packs a batch of embeddings the way the GPU kernel does: bit i of a code is bit
+/// (i % 8) of byte (i / 8), set where the value is > 0 (the gallery's bit order).
+pub fn pack_signs(values: &[f32], dim: usize, out: &mut [u8]) {
+    assert!(
+        dim.is_multiple_of(8),
+        "the code width must be a multiple of 8"
+    );
+    assert_eq!(values.len() / dim * (dim / 8), out.len());
+    for (row, code) in values.chunks_exact(dim).zip(out.chunks_exact_mut(dim / 8)) {
+        for (byte, vals) in code.iter_mut().zip(row.chunks_exact(8)) {
+            *byte = vals
+                .iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &v)| b | (u8::from(v > 0.0) << i));
+        }
+    }
+}
+
+impl Model {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, InferError> {
+        let load_err = |message: String| InferError::Load {
+            path: path.to_owned(),
+            message,
+        };
+        if opts.max_batch == 0 {
+            return Err(InferError::Input("max batch must be at least 1".into()));
+        }
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_path(path)
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| load_err("no graph".into()))?;
+        let spec = graph::input_spec(graph, opts.input_hw)?;
+        let max_batch = spec.fixed_batch.unwrap_or(opts.max_batch);
+
+        // tract checks the whole model and infers the output shape (batch 1).
+        let typed = cpu::inference_model(&onnx, &proto, Some(1), &spec.inner)?
+            .into_typed()
+            .map_err(tract_err)?;
+        let fact = typed.output_fact(0).map_err(tract_err)?;
+        let tract_out: Vec<usize> = fact
+            .shape
+            .iter()
+            .map(|d| d.to_usize().map_err(tract_err))
+            .collect::<Result<_, _>>()?;
+        if fact.datum_type != f32::datum_type() || tract_out.first() != Some(&1) {
+            return Err(InferError::Tract(format!(
+                "the first output must be float32 with the batch first, found {:?} {tract_out:?}",
+                fact.datum_type
+            )));
+        }
+        let output_shape = tract_out[1..].to_vec();
+
+        let want_gpu = match opts.backend {
+            Backend::Cpu => None,
+            Backend::Gpu => Some(gpu::GpuContext::new(opts.profile)?),
+            Backend::Auto => match gpu::GpuContext::new(opts.profile) {
+                Ok(ctx) => Some(ctx),
+                Err(e @ InferError::NoAdapter(_)) => {
+                    tracing::warn!("{e}: running on the CPU with tract");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let engine = match want_gpu {
+            Some(ctx) => {
+                let g = graph::lower(&onnx, &proto, path, opts.input_hw)?;
+                let plan_out = g.values[g.output].inner.clone();
+                if plan_out != output_shape {
+                    return Err(InferError::ShapeMismatch {
+                        plan: plan_out,
+                        tract: output_shape,
+                    });
+                }
+                let plan = gpu::GpuPlan::new(ctx, &g, max_batch)?;
+                tracing::info!(
+                    adapter = plan.adapter(),
+                    kernels = g.steps.len(),
+                    bytes = plan.bytes(),
+                    "GPU plan ready"
+                );
+                Engine::Gpu(Box::new(plan))
+            }
+            None => {
+                // The batch stays symbolic (when the model allows) so any batch runs.
+                Engine::Cpu(cpu::CpuModel::new(
+                    &onnx,
+                    &proto,
+                    spec.fixed_batch,
+                    &spec.inner,
+                )?)
+            }
+        };
+        let out_len: usize = output_shape.iter().product();
+        let scratch = match engine {
+            Engine::Cpu(_) => vec![0.0; out_len * max_batch],
+            Engine::Gpu(_) => Vec::new(),
+        };
+        Ok(Model {
+            engine,
+            input_shape: spec.inner,
+            output_shape,
+            max_batch,
+            fixed_batch: spec.fixed_batch,
+            scratch,
+        })
+    }
+
+    /// `gpu` or `cpu`.
+    pub fn backend(&self) -> Backend {
+        match self.engine {
+            Engine::Gpu(_) => Backend::Gpu,
+            Engine::Cpu(_) => Backend::Cpu,
+        }
+    }
+
+    /// The wgpu adapter, or the CPU runtime.
+    pub fn adapter(&self) -> String {
+        match &self.engine {
+            Engine::Gpu(p) => p.adapter().to_owned(),
+            Engine::Cpu(_) => "tract (CPU)".to_owned(),
+        }
+    }
+
+    /// Per-sample input shape (without the batch axis).
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Per-sample shape of the first output (without the batch axis).
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// GPU memory the plan holds; `None` on the CPU.
+    pub fn gpu_memory(&self) -> Option<PlanMemory> {
+        match &self.engine {
+            Engine::Gpu(p) => Some(p.memory()),
+            Engine::Cpu(_) => None,
+        }
+    }
+
+    /// How many kernels one run dispatches (0 on the CPU).
+    pub fn kernels(&self) -> usize {
+        match &self.engine {
+            Engine::Gpu(p) => p.kernels(),
+            Engine::Cpu(_) => 0,
+        }
+    }
+
+    fn check(
+        &self,
+        batch: usize,
+        input: &[f32],
+        out_per_sample: usize,
+        out_len: usize,
+    ) -> Result<(), InferError> {
+        let in_len: usize = self.input_shape.iter().product();
+        if batch == 0 || batch > self.max_batch {
+            return Err(InferError::Input(format!(
+                "batch {batch}: the model was loaded for 1 to {}",
+                self.max_batch
+            )));
+        }
+        if let Some(b) = self.fixed_batch
+            && b != batch
+        {
+            return Err(InferError::Input(format!(
+                "the model was exported for batch {b} only, not {batch}"
+            )));
+        }
+        if input.len() != batch * in_len {
+            return Err(InferError::Input(format!(
+                "{} input values for batch {batch} of {:?}",
+                input.len(),
+                self.input_shape
+            )));
+        }
+        if out_len != batch * out_per_sample {
+            return Err(InferError::Input(format!(
+                "output space of {out_len} for batch {batch} x {out_per_sample}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `batch` samples (NCHW, contiguous) and writes the first output.
+    pub fn run(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<RunTimings, InferError> {
+        self.run_inner(batch, input, output, None)
+    }
+
+    /// Like `run`, and fills `kernels` with the GPU time of each kernel (the model must be
+    /// loaded with `profile`; on the CPU the list stays empty).
+    pub fn run_profiled(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+        kernels: &mut Vec<KernelTime>,
+    ) -> Result<RunTimings, InferError> {
+        kernels.clear();
+        self.run_inner(batch, input, output, Some(kernels))
+    }
+
+    fn run_inner(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+        profile: Option<&mut Vec<KernelTime>>,
+    ) -> Result<RunTimings, InferError> {
+        let per: usize = self.output_shape.iter().product();
+        self.check(batch, input, per, output.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run(batch, input, gpu::Output::Floats(output), profile),
+            Engine::Cpu(m) => {
+                let t = std::time::Instant::now();
+                m.run(batch, input, output)?;
+                Ok(RunTimings {
+                    run_ms: t.elapsed().as_secs_f64() * 1e3,
+                    ..RunTimings::default()
+                })
+            }
+        }
+    }
+
+    /// Runs `batch` samples and writes the signs of the first output packed into bits
+    /// (`pack_signs` order), `dim / 8` bytes per sample. On the GPU only the packed bits are
+    /// read back.
+    pub fn run_packed(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        codes: &mut [u8],
+    ) -> Result<RunTimings, InferError> {
+        let dim: usize = self.output_shape.iter().product();
+        if !dim.is_multiple_of(8) {
+            return Err(InferError::Input(format!(
+                "the output has {dim} values, not a multiple of 8: it cannot be packed"
+            )));
+        }
+        self.check(batch, input, dim / 8, codes.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run(batch, input, gpu::Output::Packed(codes), None),
+            Engine::Cpu(m) => {
+                let t = std::time::Instant::now();
+                let scratch = &mut self.scratch[..batch * dim];
+                m.run(batch, input, scratch)?;
+                pack_signs(scratch, dim, codes);
+                Ok(RunTimings {
+                    run_ms: t.elapsed().as_secs_f64() * 1e3,
+                    ..RunTimings::default()
+                })
+            }
+        }
+    }
+}

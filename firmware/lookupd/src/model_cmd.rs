@@ -1,0 +1,242 @@
+//! `lookupd embed` and `lookupd bench-model`: the ONNX runtime (firmware/infer) from the shell.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use infer::{Backend, KernelTime, LoadOptions, Model, RunTimings};
+use serde::Serialize;
+
+use crate::npy;
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input batch, float32 NCHW .npy.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the first output, float32 .npy.
+    #[arg(long)]
+    out: PathBuf,
+    /// auto (GPU when an adapter exists, else CPU), gpu or cpu.
+    #[arg(long, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Print the GPU time of each kernel (timestamp queries) to stderr.
+    #[arg(long)]
+    profile: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Input size HxW, e.g. 224x224.
+    #[arg(long, value_parser = parse_size)]
+    size: (usize, usize),
+    /// Timed runs after two warm-up runs.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// auto (GPU when an adapter exists, else CPU), gpu or cpu.
+    #[arg(long, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Add the median GPU time of each kernel (timestamp queries) to the report.
+    #[arg(long)]
+    profile: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once('x')
+        .ok_or_else(|| format!("size `{s}`: expected HxW, e.g. 224x224"))?;
+    let p = |v: &str| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("size `{s}`: `{v}` is not a positive integer"))
+    };
+    Ok((p(h)?, p(w)?))
+}
+
+fn print_kernels(kernels: &[KernelTime]) {
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    for k in kernels {
+        eprintln!("{:9.3} ms  {}", k.ms, k.kernel);
+    }
+    eprintln!(
+        "{total:9.3} ms  total GPU time of {} kernels",
+        kernels.len()
+    );
+}
+
+pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
+    let (shape, data) = npy::read_f32_array(&args.input)?;
+    let batch = *shape
+        .first()
+        .with_context(|| format!("{}: a 0-d array has no batch", args.input.display()))?;
+    let hw = (shape.len() == 4).then(|| (shape[2], shape[3]));
+    let opts = LoadOptions {
+        backend: args.backend,
+        max_batch: batch.max(1),
+        input_hw: hw,
+        profile: args.profile,
+    };
+    let mut model = Model::load(&args.model, &opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    if shape[1..] != *model.input_shape() {
+        bail!(
+            "{}: shape {shape:?}, the model takes (batch, {:?})",
+            args.input.display(),
+            model.input_shape()
+        );
+    }
+    tracing::info!(backend = %model.backend(), adapter = %model.adapter(), "model loaded");
+    let per: usize = model.output_shape().iter().product();
+    let mut out = vec![0.0f32; batch * per];
+    if args.profile {
+        let mut kernels = Vec::new();
+        model.run_profiled(batch, &data, &mut out, &mut kernels)?;
+        print_kernels(&kernels);
+    } else {
+        model.run(batch, &data, &mut out)?;
+    }
+    let mut out_shape = vec![batch];
+    out_shape.extend(model.output_shape());
+    npy::write_f32_array(&args.out, &out_shape, &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct KernelReport {
+    kernel: String,
+    median_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    backend: String,
+    adapter: String,
+    batch: usize,
+    size: [usize; 2],
+    iters: usize,
+    /// Median wall time of one batch: upload + run + read-back.
+    ms_per_batch: f64,
+    img_per_s: f64,
+    upload_ms: f64,
+    run_ms: f64,
+    readback_ms: f64,
+    gpu_kernels: usize,
+    gpu_bytes: u64,
+    gpu_activation_bytes: u64,
+    gpu_constant_bytes: u64,
+    /// The activations if every tensor had its own buffer (for comparison with the plan's).
+    gpu_unshared_activation_bytes: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kernels: Vec<KernelReport>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.batch == 0 || args.iters == 0 {
+        bail!("--batch and --iters must be at least 1");
+    }
+    let opts = LoadOptions {
+        backend: args.backend,
+        max_batch: args.batch,
+        input_hw: Some(args.size),
+        profile: args.profile,
+    };
+    let mut model = Model::load(&args.model, &opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let in_len: usize = model.input_shape().iter().product();
+    let per: usize = model.output_shape().iter().product();
+    // A fixed pseudo-random input in [-2, 2): timings must not depend on the values.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let input: Vec<f32> = (0..args.batch * in_len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    let mut out = vec![0.0f32; args.batch * per];
+    for _ in 0..2 {
+        model.run(args.batch, &input, &mut out)?;
+    }
+    let mut walls = Vec::with_capacity(args.iters);
+    let mut splits: Vec<RunTimings> = Vec::with_capacity(args.iters);
+    let mut kernel_ms: Vec<Vec<f64>> = Vec::new();
+    let mut kernel_names: Vec<String> = Vec::new();
+    let mut kernels = Vec::new();
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        let split = if args.profile {
+            model.run_profiled(args.batch, &input, &mut out, &mut kernels)?
+        } else {
+            model.run(args.batch, &input, &mut out)?
+        };
+        walls.push(t.elapsed().as_secs_f64() * 1e3);
+        splits.push(split);
+        if kernel_ms.is_empty() {
+            kernel_ms = vec![Vec::new(); kernels.len()];
+            kernel_names = kernels.iter().map(|k| k.kernel.clone()).collect();
+        }
+        for (acc, k) in kernel_ms.iter_mut().zip(&kernels) {
+            acc.push(k.ms);
+        }
+    }
+    let pick = |f: fn(&RunTimings) -> f64| median(&mut splits.iter().map(f).collect::<Vec<_>>());
+    let (upload_ms, run_ms, readback_ms) = (
+        pick(|s| s.upload_ms),
+        pick(|s| s.run_ms),
+        pick(|s| s.readback_ms),
+    );
+    let ms = median(&mut walls);
+    let mem = model.gpu_memory().unwrap_or_default();
+    let report = BenchReport {
+        model: args.model.display().to_string(),
+        backend: model.backend().to_string(),
+        adapter: model.adapter(),
+        batch: args.batch,
+        size: [args.size.0, args.size.1],
+        iters: args.iters,
+        ms_per_batch: ms,
+        img_per_s: args.batch as f64 * 1e3 / ms,
+        upload_ms,
+        run_ms,
+        readback_ms,
+        gpu_kernels: model.kernels(),
+        gpu_bytes: mem.total,
+        gpu_activation_bytes: mem.activations,
+        gpu_constant_bytes: mem.constants,
+        gpu_unshared_activation_bytes: mem.unshared_activations,
+        kernels: kernel_names
+            .into_iter()
+            .zip(kernel_ms.iter_mut())
+            .map(|(kernel, v)| KernelReport {
+                kernel,
+                median_ms: median(v),
+            })
+            .collect(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
