@@ -1050,7 +1050,7 @@ impl Lowering<'_> {
                 continue;
             };
             let StepKind::Conv { cout, .. } = self.g.steps[s].kind else {
-                break;
+                continue;
             };
             match (op, other) {
                 (BinaryOp::Add | BinaryOp::Mul, Operand::Const(c)) => {
@@ -1062,7 +1062,7 @@ impl Lowering<'_> {
                             && cs.shape[cs.shape.len() - 2..] == [1, 1]
                             && cs.shape.len() <= 4);
                     if !per_channel {
-                        break;
+                        continue;
                     }
                     let d: Vec<f32> = if cs.data.len() == 1 {
                         vec![cs.data[0]; cout]
@@ -1101,7 +1101,6 @@ impl Lowering<'_> {
                 }
                 _ => {}
             }
-            break;
         }
         // Pow by a constant 2 is a square: WGSL's pow is undefined for negative bases.
         if op == BinaryOp::Pow

@@ -278,11 +278,11 @@ impl Model {
         }
     }
 
-    /// How many kernels one run dispatches (0 on the CPU).
-    pub fn kernels(&self) -> usize {
+    /// The kernels one run dispatches, in order, as `node [fused ONNX ops]` (empty on the CPU).
+    pub fn kernels(&self) -> Vec<String> {
         match &self.engine {
-            Engine::Gpu(p) => p.kernels(),
-            Engine::Cpu(_) => 0,
+            Engine::Gpu(p) => p.kernel_labels(),
+            Engine::Cpu(_) => Vec::new(),
         }
     }
 

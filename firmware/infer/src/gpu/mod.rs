@@ -659,8 +659,8 @@ impl GpuPlan {
         self.memory
     }
 
-    pub fn kernels(&self) -> usize {
-        self.dispatches.len()
+    pub fn kernel_labels(&self) -> Vec<String> {
+        self.dispatches.iter().map(|d| d.label.clone()).collect()
     }
 
     pub fn run(

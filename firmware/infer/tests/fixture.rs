@@ -1,0 +1,62 @@
+//! The shared EfficientNet-Lite0 fixture (PyTorch export, real weights): both backends must
+//! reproduce onnxruntime's output within 1e-4 of the largest output value.
+
+mod common;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use common::{fixtures, load, load_gpu, max_diff};
+use infer::Backend;
+
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(BufReader::new(file)).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec().unwrap())
+}
+
+fn check(mut model: infer::Model, what: &str) {
+    let dir = fixtures();
+    let (in_shape, x) = read_npy(&dir.join("efficientnet_lite0_imagenet.input.npy"));
+    let (out_shape, want) = read_npy(&dir.join("efficientnet_lite0_imagenet.output.npy"));
+    assert_eq!(model.input_shape(), &in_shape[1..]);
+    assert_eq!(model.output_shape(), &out_shape[1..]);
+    let batch = in_shape[0];
+    let mut got = vec![f32::NAN; want.len()];
+    let t = std::time::Instant::now();
+    model.run(batch, &x, &mut got).unwrap();
+    let (diff, scale) = max_diff(&got, &want);
+    eprintln!(
+        "{what} ({}): max |diff| {diff:e}, largest output {scale}, {:.1} ms for batch {batch}",
+        model.adapter(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what}: max |diff| {diff:e} above 1e-4 x {scale}"
+    );
+    // Batch 1 gives the first sample's row.
+    let per = want.len() / batch;
+    let mut one = vec![f32::NAN; per];
+    model.run(1, &x[..x.len() / batch], &mut one).unwrap();
+    let (diff1, _) = max_diff(&one, &want[..per]);
+    assert!(diff1 <= 1e-4 * scale, "{what} batch 1: {diff1:e}");
+}
+
+fn fixture_model() -> std::path::PathBuf {
+    fixtures().join("efficientnet_lite0_imagenet.onnx")
+}
+
+#[test]
+fn fixture_on_cpu_matches_reference() {
+    check(load(&fixture_model(), Backend::Cpu, 2).unwrap(), "cpu");
+}
+
+#[test]
+fn fixture_on_gpu_matches_reference() {
+    if let Some(m) = load_gpu(&fixture_model(), 2) {
+        check(m, "gpu");
+    }
+}

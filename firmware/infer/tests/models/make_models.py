@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Writes the small ONNX models the infer tests run on the GPU and compare with tract.
+
+Each model exercises a few ops the way PyTorch's exporter writes them, on small odd shapes
+(lavapipe, the software Vulkan the tests run on, is slow). Run from this directory:
+    pip install onnx numpy && python3 make_models.py
+The .onnx files are committed; rerunning rewrites them identically (fixed seeds).
+"""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(7)
+
+
+def w(*shape, scale=0.5):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def save(name, nodes, in_shape, out_shape, inits, opset=17):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_shape])
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
+    g = helper.make_graph(nodes, name, [x], [y], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="make_models.py")
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, f"{name}.onnx")
+
+
+N = helper.make_node
+f32 = np.float32
+
+
+def clip6(i, o, name):
+    return N("Clip", [i, "zero", "six"], [o], name=name)
+
+
+six = {"zero": np.array(0.0, f32), "six": np.array(6.0, f32)}
+
+# Dense convs: 3x3 padded + bias + Relu, then strided with asymmetric pads + ReLU6.
+save("conv_dense", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="conv1", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+    N("Relu", ["a"], ["b"], name="relu1"),
+    N("Conv", ["b", "w2"], ["c"], name="conv2", pads=[1, 0, 1, 0], strides=[2, 2]),
+    clip6("c", "y", "clip2"),
+], [3, 9, 11], [6, 5, 5], {"w1": w(4, 3, 3, 3), "b1": w(4), "w2": w(6, 4, 3, 3), **six})
+
+# Depthwise strided conv + ReLU6, then a grouped 1x1 conv (groups of 3 channels).
+save("conv_grouped", [
+    N("Conv", ["x", "wd", "bd"], ["a"], name="dw", group=6, pads=[1, 1, 1, 1], strides=[2, 2]),
+    clip6("a", "b", "clip"),
+    N("Conv", ["b", "wg"], ["y"], name="grouped", group=2),
+], [6, 9, 9], [4, 5, 5], {"wd": w(6, 1, 3, 3), "bd": w(6), "wg": w(4, 3, 1, 1), **six})
+
+# EfficientNet-Lite's inverted residual: expand 1x1, depthwise 3x3, project 1x1, residual Add.
+save("inverted_residual", [
+    N("Conv", ["x", "we", "be"], ["a"], name="expand"),
+    clip6("a", "b", "clip1"),
+    N("Conv", ["b", "wd", "bd"], ["c"], name="depthwise", group=8, pads=[1, 1, 1, 1]),
+    clip6("c", "d", "clip2"),
+    N("Conv", ["d", "wp", "bp"], ["e"], name="project"),
+    N("Add", ["e", "x"], ["y"], name="residual"),
+], [4, 7, 7], [4, 7, 7], {"we": w(8, 4, 1, 1), "be": w(8), "wd": w(8, 1, 3, 3), "bd": w(8),
+                          "wp": w(4, 8, 1, 1), "bp": w(4), **six})
+
+
+def bn(prefix, c):
+    return {f"{prefix}_g": (1 + w(c, scale=0.1)), f"{prefix}_b": w(c, scale=0.1),
+            f"{prefix}_m": w(c, scale=0.1), f"{prefix}_v": (0.5 + np.abs(w(c))).astype(f32)}
+
+
+def bn_node(i, o, p):
+    return N("BatchNormalization", [i, f"{p}_g", f"{p}_b", f"{p}_m", f"{p}_v"], [o], name=p, epsilon=1e-5)
+
+
+# ResNet's downsampling basic block: conv-BN-Relu, conv-BN, a strided 1x1 conv-BN shortcut,
+# Add, Relu, then the stem's MaxPool.
+save("resnet_block", [
+    N("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+    bn_node("a", "b", "bn1"),
+    N("Relu", ["b"], ["c"], name="relu1"),
+    N("Conv", ["c", "w2"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
+    bn_node("d", "e", "bn2"),
+    N("Conv", ["x", "ws"], ["s"], name="shortcut", strides=[2, 2]),
+    bn_node("s", "t", "bns"),
+    N("Add", ["e", "t"], ["u"], name="add"),
+    N("Relu", ["u"], ["v"], name="relu2"),
+    N("MaxPool", ["v"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+], [4, 9, 9], [6, 3, 3], {"w1": w(6, 4, 3, 3), "w2": w(6, 6, 3, 3), "ws": w(6, 4, 1, 1),
+                          **bn("bn1", 6), **bn("bn2", 6), **bn("bns", 6)})
+
+# BatchNorm and Relu with no conv to fold into.
+save("batchnorm", [
+    bn_node("x", "a", "bn"),
+    N("Relu", ["a"], ["y"], name="relu"),
+], [3, 5, 6], [3, 5, 6], bn("bn", 3))
+
+# Max and average pooling: padding, count_include_pad both ways, ceil_mode.
+save("pools", [
+    N("MaxPool", ["x"], ["a"], name="max", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    N("AveragePool", ["a"], ["b"], name="avg_incl", kernel_shape=[2, 2], pads=[1, 1, 1, 1],
+      count_include_pad=1),
+    N("AveragePool", ["b"], ["y"], name="avg_excl", kernel_shape=[3, 3], strides=[2, 2],
+      pads=[1, 1, 1, 1]),
+], [3, 11, 13], [3, 4, 4], {})
+
+# ceil_mode: the last window may hang over the input (it is cut to the input).
+save("pools_ceil", [
+    N("AveragePool", ["x"], ["d"], name="avg_ceil", kernel_shape=[2, 2], strides=[2, 2],
+      ceil_mode=1),
+    N("MaxPool", ["d"], ["y"], name="max_ceil", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+], [3, 11, 13], [3, 3, 3], {})
+
+# The classifier head: global average pool, Flatten, Gemm with transB, alpha and beta.
+save("head_gemm", [
+    N("GlobalAveragePool", ["x"], ["a"], name="gap"),
+    N("Flatten", ["a"], ["b"], name="flatten"),
+    N("Gemm", ["b", "wg", "bg"], ["y"], name="fc", transB=1, alpha=0.5, beta=2.0),
+], [5, 4, 3], [7], {"wg": w(7, 5), "bg": w(7)})
+
+# A linear layer as PyTorch writes it without Gemm: MatMul, Add bias, then Mul and Relu.
+save("head_matmul", [
+    N("MatMul", ["x", "wm"], ["a"], name="matmul"),
+    N("Add", ["a", "bm"], ["b"], name="bias"),
+    N("Mul", ["b", "sm"], ["c"], name="scale"),
+    N("Relu", ["c"], ["y"], name="relu"),
+], [6], [10], {"wm": w(6, 10), "bm": w(10), "sm": w(10)})
+
+# LayerNormalization (opset 17) over the last axis, with affine parameters.
+save("layernorm", [
+    N("LayerNormalization", ["x", "ln_s", "ln_b"], ["y"], name="ln", axis=-1, epsilon=1e-5),
+], [12], [12], {"ln_s": 1 + w(12, scale=0.1), "ln_b": w(12, scale=0.1)})
+
+# The decomposed form older exporters write (opset 13: ReduceMean takes axes as an attribute).
+save("layernorm_decomposed", [
+    N("ReduceMean", ["x"], ["mean"], name="mean", axes=[-1]),
+    N("Sub", ["x", "mean"], ["d"], name="center"),
+    N("Pow", ["d", "two"], ["sq"], name="square"),
+    N("ReduceMean", ["sq"], ["var"], name="var", axes=[-1]),
+    N("Add", ["var", "eps"], ["ve"], name="add_eps"),
+    N("Sqrt", ["ve"], ["std"], name="std"),
+    N("Div", ["d", "std"], ["y"], name="normalize"),
+], [12], [12], {"two": np.array(2.0, f32), "eps": np.array(1e-5, f32)}, opset=13)
+
+# L2 normalisation: ReduceL2 (opset 18: axes as an input) and Div, then LpNormalization.
+save("l2norm", [
+    N("ReduceL2", ["x", "axes"], ["n"], name="norm", keepdims=1),
+    N("Div", ["x", "n"], ["a"], name="divide"),
+    N("Mul", ["a", "k"], ["b"], name="scale"),
+    N("LpNormalization", ["b"], ["y"], name="lpnorm", axis=-1, p=2),
+], [16], [16], {"axes": np.array([-1], np.int64), "k": w(16)}, opset=18)
+
+# x.view(x.size(0), -1) as PyTorch exports it: Shape, Gather, Unsqueeze, Concat, Reshape.
+save("reshape", [
+    N("Shape", ["x"], ["s"], name="shape"),
+    N("Gather", ["s", "zero_i"], ["n"], name="batch", axis=0),
+    N("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze"),
+    N("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+    N("Reshape", ["x", "target"], ["r"], name="reshape"),
+    N("Mul", ["r", "k"], ["y"], name="scale"),
+], [4, 3, 3], [36], {"zero_i": np.array(0, np.int64), "axes0": np.array([0], np.int64),
+                     "minus1": np.array([-1], np.int64), "k": w(36)})
+
+# Broadcasting binary ops against constants of several shapes, and Sigmoid.
+save("broadcast", [
+    N("Add", ["x", "c1"], ["a"], name="add_c11"),
+    N("Mul", ["a", "c2"], ["b"], name="mul_1c1w"),
+    N("Sub", ["b", "c3"], ["c"], name="sub_scalar"),
+    N("Div", ["c", "c4"], ["d"], name="div_w"),
+    N("Max", ["d", "c5"], ["e"], name="max"),
+    N("Min", ["e", "c6"], ["f"], name="min"),
+    N("Sigmoid", ["f"], ["y"], name="sigmoid"),
+], [3, 4, 5], [3, 4, 5], {"c1": w(3, 1, 1), "c2": w(1, 3, 1, 5), "c3": np.array(0.25, f32),
+                          "c4": (1.5 + np.abs(w(5))).astype(f32), "c5": np.array([-0.3], f32),
+                          "c6": np.array([0.9], f32)})
+
+# Two activations broadcast against each other (squeeze-and-excitation's channel scaling).
+save("excite", [
+    N("GlobalAveragePool", ["x"], ["a"], name="gap"),
+    N("Sigmoid", ["a"], ["s"], name="gate"),
+    N("Mul", ["x", "s"], ["y"], name="excite"),
+], [5, 3, 4], [5, 3, 4], {})
+
+# Embedding heads whose signs are packed: 256 values, and 40 (not a multiple of 32).
+save("embed256", [
+    N("Conv", ["x", "we", "be"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+    N("Flatten", ["a"], ["y"], name="flatten"),
+], [3, 8, 8], [256], {"we": w(4, 3, 3, 3), "be": w(4)})
+save("embed40", [
+    N("Conv", ["x", "we"], ["a"], name="conv"),
+    N("Flatten", ["a"], ["y"], name="flatten"),
+], [3, 4, 5], [40], {"we": w(2, 3, 1, 1)})
+
+# An op the plan does not run: loading must fail naming the node and the op.
+save("unsupported", [
+    N("Softmax", ["x"], ["y"], name="my_softmax", axis=-1),
+], [10], [10], {})

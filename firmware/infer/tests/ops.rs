@@ -1,0 +1,220 @@
+//! Every op the GPU plan runs, checked against tract's CPU runtime on small odd shapes, at
+//! batch 1 and 3. The models come from tests/models/make_models.py.
+
+mod common;
+
+use common::{assert_close, load, load_gpu, model_path, pseudo_random};
+use infer::{Backend, InferError};
+
+/// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
+fn check(name: &str) -> Vec<String> {
+    let path = model_path(name);
+    let mut cpu = load(&path, Backend::Cpu, 3).expect("tract loads the model");
+    let Some(mut gpu) = load_gpu(&path, 3) else {
+        return Vec::new();
+    };
+    assert_eq!(gpu.input_shape(), cpu.input_shape());
+    assert_eq!(gpu.output_shape(), cpu.output_shape());
+    let in_len: usize = cpu.input_shape().iter().product();
+    let out_len: usize = cpu.output_shape().iter().product();
+    for (batch, seed) in [(1, 11), (3, 12), (2, 13)] {
+        let x = pseudo_random(batch * in_len, seed);
+        let mut want = vec![0.0; batch * out_len];
+        let mut got = vec![f32::NAN; batch * out_len];
+        cpu.run(batch, &x, &mut want).expect("tract runs");
+        gpu.run(batch, &x, &mut got).expect("gpu runs");
+        assert_close(&format!("{name} batch {batch}"), &got, &want);
+    }
+    gpu.kernels()
+}
+
+fn fused(kernels: &[String], ops: &str) -> bool {
+    kernels.iter().any(|k| k.ends_with(&format!("[{ops}]")))
+}
+
+#[test]
+fn conv_dense_padded_strided_with_relu_and_relu6() {
+    let k = check("conv_dense");
+    if !k.is_empty() {
+        assert_eq!(k.len(), 2, "{k:?}");
+        assert!(fused(&k, "Conv+Relu") && fused(&k, "Conv+Clip"), "{k:?}");
+    }
+}
+
+#[test]
+fn conv_depthwise_and_grouped() {
+    check("conv_grouped");
+}
+
+#[test]
+fn inverted_residual_fuses_activations_and_residual_add() {
+    let k = check("inverted_residual");
+    if !k.is_empty() {
+        assert_eq!(k.len(), 3, "{k:?}");
+        assert!(fused(&k, "Conv+Add"), "{k:?}");
+    }
+}
+
+#[test]
+fn resnet_block_folds_batchnorm_and_fuses_add_relu() {
+    let k = check("resnet_block");
+    if !k.is_empty() {
+        // conv1, conv2, the shortcut (with conv2's output as residual), the max pool.
+        assert_eq!(k.len(), 4, "{k:?}");
+        assert!(fused(&k, "Conv+BatchNormalization+Relu"), "{k:?}");
+        assert!(fused(&k, "Conv+BatchNormalization+Add+Relu"), "{k:?}");
+    }
+}
+
+#[test]
+fn batchnorm_and_relu_without_a_conv() {
+    check("batchnorm");
+}
+
+#[test]
+fn max_and_average_pools() {
+    check("pools");
+}
+
+#[test]
+fn pools_with_ceil_mode() {
+    check("pools_ceil");
+}
+
+#[test]
+fn global_average_pool_flatten_gemm() {
+    check("head_gemm");
+}
+
+#[test]
+fn matmul_with_bias_scale_relu() {
+    check("head_matmul");
+}
+
+#[test]
+fn layer_normalization() {
+    check("layernorm");
+}
+
+#[test]
+fn layer_normalization_decomposed() {
+    check("layernorm_decomposed");
+}
+
+#[test]
+fn l2_normalisation_reduce_l2_and_lp_normalization() {
+    check("l2norm");
+}
+
+#[test]
+fn reshape_from_shape_arithmetic() {
+    let k = check("reshape");
+    if !k.is_empty() {
+        // The reshape is a view: only the Mul runs.
+        assert_eq!(k.len(), 1, "{k:?}");
+    }
+}
+
+#[test]
+fn broadcasting_binary_ops_and_sigmoid() {
+    check("broadcast");
+}
+
+#[test]
+fn activation_times_activation_broadcast() {
+    check("excite");
+}
+
+#[test]
+fn unsupported_op_is_a_load_error_naming_node_and_op() {
+    match load(&model_path("unsupported"), Backend::Gpu, 1) {
+        Err(InferError::NoAdapter(e)) => eprintln!("SKIPPED: no adapter ({e})"),
+        Err(e @ InferError::Unsupported { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("my_softmax") && msg.contains("Softmax"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a Softmax model loaded on the GPU plan"),
+    }
+    // The CPU backend runs whatever tract runs.
+    let mut cpu = load(&model_path("unsupported"), Backend::Cpu, 1).expect("tract runs Softmax");
+    let mut y = vec![0.0; 10];
+    cpu.run(1, &pseudo_random(10, 1), &mut y).unwrap();
+    assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn batch_beyond_the_loaded_maximum_is_refused() {
+    let Some(mut gpu) = load_gpu(&model_path("head_matmul"), 2) else {
+        return;
+    };
+    let x = pseudo_random(3 * 6, 1);
+    let mut y = vec![0.0; 3 * 10];
+    assert!(matches!(gpu.run(3, &x, &mut y), Err(InferError::Input(_))));
+    let mut y = vec![0.0; 2 * 10];
+    assert!(matches!(
+        gpu.run(2, &x[..6], &mut y),
+        Err(InferError::Input(_))
+    ));
+}
+
+/// Each bit of the GPU's packed code must equal the sign bit of tract's value, except for
+/// values within rounding noise of zero.
+fn check_packed(name: &str, dim: usize) {
+    let path = model_path(name);
+    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
+    let Some(mut gpu) = load_gpu(&path, 3) else {
+        return;
+    };
+    let in_len: usize = cpu.input_shape().iter().product();
+    let batch = 3;
+    let x = pseudo_random(batch * in_len, 5);
+    let mut values = vec![0.0; batch * dim];
+    cpu.run(batch, &x, &mut values).unwrap();
+    let mut want = vec![0u8; batch * dim / 8];
+    infer::pack_signs(&values, dim, &mut want);
+    let mut got = vec![0u8; batch * dim / 8];
+    gpu.run_packed(batch, &x, &mut got).unwrap();
+    let mut cpu_codes = vec![0u8; batch * dim / 8];
+    cpu.run_packed(batch, &x, &mut cpu_codes).unwrap();
+    assert_eq!(cpu_codes, want);
+    let mut ones = 0;
+    for (i, v) in values.iter().enumerate() {
+        let bit = |codes: &[u8]| codes[i / 8] >> (i % 8) & 1;
+        ones += u32::from(bit(&want));
+        if bit(&got) != bit(&want) {
+            assert!(v.abs() < 1e-5, "{name}: bit {i} differs for value {v}");
+        }
+    }
+    // Both signs occur: a constant code would not test the order.
+    assert!(ones > 0 && ones < (batch * dim) as u32);
+}
+
+#[test]
+fn sign_and_pack_256() {
+    check("embed256");
+    check_packed("embed256", 256);
+}
+
+#[test]
+fn sign_and_pack_40_partial_word() {
+    check("embed40");
+    check_packed("embed40", 40);
+}
+
+#[test]
+fn pack_bit_order_is_the_gallery_order() {
+    // bit i of the code is bit (i % 8) of byte (i / 8), set where the value is > 0.
+    let mut v = vec![-1.0f32; 16];
+    v[0] = 0.5;
+    v[3] = 2.0;
+    v[9] = 1.0;
+    v[15] = 0.1;
+    v[4] = 0.0; // zero is not positive
+    let mut out = [0u8; 2];
+    infer::pack_signs(&v, 16, &mut out);
+    assert_eq!(out, [0b0000_1001, 0b1000_0010]);
+}
