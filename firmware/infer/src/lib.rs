@@ -23,10 +23,13 @@ pub use error::InferError;
 /// Which runtime executes the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// The GPU when wgpu finds an adapter, otherwise the CPU (and the log says so).
+    /// The GPU when wgpu finds a hardware adapter, otherwise the CPU (and the log says so).
+    /// A software Vulkan (lavapipe) is slower than tract, so `auto` does not pick it.
     #[default]
     Auto,
+    /// The GPU; software adapters such as lavapipe are accepted (tests use them).
     Gpu,
+    /// tract's optimised CPU runtime.
     Cpu,
 }
 
@@ -186,8 +189,8 @@ impl Model {
 
         let want_gpu = match opts.backend {
             Backend::Cpu => None,
-            Backend::Gpu => Some(gpu::GpuContext::new(opts.profile)?),
-            Backend::Auto => match gpu::GpuContext::new(opts.profile) {
+            Backend::Gpu => Some(gpu::GpuContext::new(opts.profile, true)?),
+            Backend::Auto => match gpu::GpuContext::new(opts.profile, false) {
                 Ok(ctx) => Some(ctx),
                 Err(e @ InferError::NoAdapter(_)) => {
                     tracing::warn!("{e}: running on the CPU with tract");

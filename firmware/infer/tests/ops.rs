@@ -42,6 +42,14 @@ fn conv_dense_padded_strided_with_relu_and_relu6() {
 }
 
 #[test]
+fn pointwise_convs_over_several_tiles() {
+    let k = check("pointwise_wide");
+    if !k.is_empty() {
+        assert!(fused(&k, "Conv+Relu"), "{k:?}");
+    }
+}
+
+#[test]
 fn conv_depthwise_and_grouped() {
     check("conv_grouped");
 }

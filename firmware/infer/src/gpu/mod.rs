@@ -23,6 +23,7 @@ const PARAM_BYTES: u64 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kernel {
     Conv,
+    Pointwise,
     Binary,
     Unary,
     Pool,
@@ -35,6 +36,7 @@ impl Kernel {
     fn source(self) -> &'static str {
         match self {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
+            Kernel::Pointwise => include_str!("wgsl/pointwise.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
             Kernel::Unary => include_str!("wgsl/unary.wgsl"),
             Kernel::Pool => include_str!("wgsl/pool.wgsl"),
@@ -58,7 +60,9 @@ pub(crate) struct GpuContext {
 
 impl GpuContext {
     /// The best adapter: Vulkan first (hardware before software), then any other backend.
-    pub fn new(want_timestamps: bool) -> Result<Self, InferError> {
+    /// Software adapters (lavapipe) count only with `allow_software`: `auto` prefers tract to
+    /// a GPU emulated on the CPU.
+    pub fn new(want_timestamps: bool, allow_software: bool) -> Result<Self, InferError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         // GL cannot run the plan's storage-buffer kernels well; skip it unless asked for.
         desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
@@ -82,6 +86,12 @@ impl GpuContext {
             .ok_or_else(|| {
                 InferError::NoAdapter("wgpu found no Vulkan, Metal or DX12 adapter".into())
             })?;
+        if !allow_software && adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+            return Err(InferError::NoAdapter(format!(
+                "the only adapter, {}, is a software one",
+                adapter.get_info().name
+            )));
+        }
         let info = adapter.get_info();
         let timestamps =
             want_timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
@@ -418,7 +428,28 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    make(Kernel::Conv, &p, &bufs, total, label)?
+                    let pointwise = (win.kh, win.kw, win.sh, win.sw) == (1, 1, 1, 1)
+                        && (win.pt, win.pl, win.pb, win.pr) == (0, 0, 0, 0)
+                        && *group == 1;
+                    if pointwise {
+                        let npix = win.oh * win.ow;
+                        let tiles_p = npix.div_ceil(32);
+                        let tiles = tiles_p * cout.div_ceil(32);
+                        let p = [
+                            u(total),
+                            u(win.c),
+                            u(npix),
+                            u(*cout),
+                            u(tiles_p),
+                            flags,
+                            f(*lo),
+                            f(*hi),
+                            u(tiles),
+                        ];
+                        make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?
+                    } else {
+                        make(Kernel::Conv, &p, &bufs, total, label)?
+                    }
                 }
                 StepKind::Binary { op, a, b, bc } => {
                     let mut p = vec![u(total), *op as u32, u(bc.a_batch), u(bc.b_batch)];

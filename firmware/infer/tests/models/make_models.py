@@ -65,6 +65,14 @@ save("inverted_residual", [
                           "wp": w(4, 8, 1, 1), "bp": w(4), **six})
 
 
+# Wide 1x1 convs: several 32-channel and 32-pixel tiles, a partial 8-deep slice of inputs.
+save("pointwise_wide", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="expand"),
+    N("Relu", ["a"], ["b"], name="relu"),
+    N("Conv", ["b", "w2"], ["y"], name="project"),
+], [12, 5, 7], [5, 5, 7], {"w1": w(40, 12, 1, 1), "b1": w(40), "w2": w(5, 40, 1, 1)})
+
+
 def bn(prefix, c):
     return {f"{prefix}_g": (1 + w(c, scale=0.1)), f"{prefix}_b": w(c, scale=0.1),
             f"{prefix}_m": w(c, scale=0.1), f"{prefix}_v": (0.5 + np.abs(w(c))).astype(f32)}
