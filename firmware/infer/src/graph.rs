@@ -613,6 +613,7 @@ impl Lowering<'_> {
             "LayerNormalization" => self.layer_norm(node),
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(node),
+            "Expand" => self.expand(node),
             "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout" => {
                 self.view(node)
             }
@@ -1398,6 +1399,44 @@ impl Lowering<'_> {
             return Err(Self::unsupported(node, "the constant must be 2-D"));
         }
         self.matmul_step(node, x, w.as_f32(), ws[0], ws[1], None)
+    }
+
+    /// Expand (as in F.normalize's `clamp_min(eps).expand_as(x)`): adding zeros of the target
+    /// shape broadcasts like Expand does.
+    fn expand(&mut self, node: &pb::NodeProto) -> Result<(), InferError> {
+        let x = self.act(node, 0)?;
+        let t = self
+            .known(node, 1)?
+            .ok_or_else(|| Self::unsupported(node, "no shape"))?
+            .as_i64();
+        let rank = self.inner(x).len() + 1;
+        if t.len() > rank && t.len() > 1 || t.is_empty() {
+            return Err(Self::unsupported(node, format!("target shape {t:?}")));
+        }
+        // Right-aligned like numpy; a leading batch entry (or 1) is left to the activation.
+        let mut dims: Vec<i64> = t.clone();
+        if dims.len() == rank {
+            if !(dims[0] == BATCH || dims[0] == 1) {
+                return Err(Self::unsupported(
+                    node,
+                    format!("target shape {t:?} changes the batch axis"),
+                ));
+            }
+            dims.remove(0);
+        }
+        if dims.iter().any(|&d| d < 1) {
+            return Err(Self::unsupported(node, format!("target shape {t:?}")));
+        }
+        let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        let zeros = self.add_const(shape.clone(), vec![0.0; shape.iter().product()]);
+        let v = self.binary_step(
+            node,
+            BinaryOp::Add,
+            Operand::Value(x),
+            Operand::Const(zeros),
+        )?;
+        self.set_out(node, Sym::Act(v));
+        Ok(())
     }
 
     /// Reshape-like ops: the output is a view of the input's storage.

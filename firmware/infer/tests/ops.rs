@@ -115,6 +115,11 @@ fn l2_normalisation_reduce_l2_and_lp_normalization() {
 }
 
 #[test]
+fn torch_normalize_with_clip_and_expand() {
+    check("normalize_torch");
+}
+
+#[test]
 fn reshape_from_shape_arithmetic() {
     let k = check("reshape");
     if !k.is_empty() {
@@ -211,6 +216,12 @@ fn sign_and_pack_256() {
 fn sign_and_pack_40_partial_word() {
     check("embed40");
     check_packed("embed40", 40);
+}
+
+#[test]
+fn embedding_head_and_its_packed_code() {
+    check("embedding_head");
+    check_packed("embedding_head", 64);
 }
 
 #[test]

@@ -159,6 +159,15 @@ save("l2norm", [
     N("LpNormalization", ["b"], ["y"], name="lpnorm", axis=-1, p=2),
 ], [16], [16], {"axes": np.array([-1], np.int64), "k": w(16)}, opset=18)
 
+# F.normalize as PyTorch exports it: ReduceL2, Clip(min=eps), Expand to x's shape, Div.
+save("normalize_torch", [
+    N("ReduceL2", ["x"], ["n"], name="norm", axes=[1], keepdims=1),
+    N("Clip", ["n", "eps", ""], ["c"], name="clamp_min"),
+    N("Shape", ["x"], ["s"], name="shape"),
+    N("Expand", ["c", "s"], ["e"], name="expand"),
+    N("Div", ["x", "e"], ["y"], name="divide"),
+], [24], [24], {"eps": np.array(1e-12, f32)}, opset=13)
+
 # x.view(x.size(0), -1) as PyTorch exports it: Shape, Gather, Unsqueeze, Concat, Reshape.
 save("reshape", [
     N("Shape", ["x"], ["s"], name="shape"),
@@ -199,6 +208,21 @@ save("embed40", [
     N("Conv", ["x", "we"], ["a"], name="conv"),
     N("Flatten", ["a"], ["y"], name="flatten"),
 ], [3, 4, 5], [40], {"we": w(2, 3, 1, 1)})
+
+# The NormSoftmax embedding head on a tiny backbone: conv, global average pool, LayerNorm
+# without affine parameters, a linear layer without bias, L2 normalisation (64-d code).
+save("embedding_head", [
+    N("Conv", ["x", "wc", "bc"], ["a"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2]),
+    clip6("a", "b", "relu6"),
+    N("GlobalAveragePool", ["b"], ["c"], name="gap"),
+    N("Flatten", ["c"], ["d"], name="flatten"),
+    N("LayerNormalization", ["d", "ones", "zeros"], ["e"], name="ln", axis=-1, epsilon=1e-5),
+    N("MatMul", ["e", "wm"], ["f"], name="embed"),
+    N("ReduceL2", ["f", "axes"], ["n"], name="norm", keepdims=1),
+    N("Div", ["f", "n"], ["y"], name="normalize"),
+], [3, 11, 9], [64], {"wc": w(16, 3, 3, 3), "bc": w(16), "ones": np.ones(16, f32),
+                      "zeros": np.zeros(16, f32), "wm": w(16, 64), "axes": np.array([-1], np.int64),
+                      **six}, opset=18)
 
 # An op the plan does not run: loading must fail naming the node and the op.
 save("unsupported", [
