@@ -17,6 +17,8 @@ pub const MAX_K: usize = 1000;
 const SINGLE_BLOCK_BYTES: usize = 16 << 10;
 /// Bytes of codes a batch reuses for all its queries while they sit in L2.
 const BATCH_BLOCK_BYTES: usize = 64 << 10;
+/// Parts each thread's share is cut into (see `Searcher::parts`).
+const PARTS_PER_THREAD: usize = 4;
 /// Rows below which splitting a query across threads costs more than it saves.
 const MIN_ROWS_PER_THREAD: usize = 8192;
 
@@ -137,9 +139,13 @@ impl Searcher {
     }
 
     /// Splits `rows` into one contiguous part per thread (fewer for small galleries).
+    ///
+    /// With more than one thread, each thread's share is cut into `PARTS_PER_THREAD` contiguous
+    /// parts: a core busy with something else then steals less, and the others take its parts.
     fn parts(&self, rows: usize) -> Vec<Range<usize>> {
-        let n = self
-            .threads()
+        let threads = self.threads();
+        let per_thread = if threads > 1 { PARTS_PER_THREAD } else { 1 };
+        let n = (threads * per_thread)
             .min(rows.div_ceil(MIN_ROWS_PER_THREAD))
             .max(1);
         (0..n).map(|i| rows * i / n..rows * (i + 1) / n).collect()
