@@ -981,6 +981,16 @@ impl Lowering<'_> {
         let full = broadcast_shapes(&sa, &sb).ok_or_else(|| {
             Self::unsupported(node, format!("shapes {sa:?} and {sb:?} do not broadcast"))
         })?;
+        if let (Operand::Value(va), Operand::Value(vb)) = (a, b)
+            && self.inner(va).len() != self.inner(vb).len()
+        {
+            // Right-aligning activations of different ranks would pair a batch with a
+            // non-batch axis.
+            return Err(Self::unsupported(
+                node,
+                format!("activations of different ranks {sa:?} and {sb:?}"),
+            ));
+        }
         let rank_of_act = match (a, b) {
             (Operand::Value(v), _) | (_, Operand::Value(v)) => self.inner(v).len() + 1,
             _ => unreachable!("constant-only ops are folded"),

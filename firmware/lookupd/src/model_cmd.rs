@@ -240,3 +240,62 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn size_is_h_by_w() {
+        assert_eq!(parse_size("224x160"), Ok((224, 160)));
+        for bad in ["224", "0x4", "ax3", "3x", "-1x2"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    /// `embed` on the CPU writes what the library computes, with the batch first.
+    #[test]
+    fn embed_writes_the_first_output() {
+        let model =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/models/embedding_head.onnx");
+        let dir = tempfile::tempdir().unwrap();
+        let (input, out) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+        let x: Vec<f32> = (0..2 * 3 * 11 * 9)
+            .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        npy::write_f32_array(&input, &[2, 3, 11, 9], &x).unwrap();
+        embed(EmbedArgs {
+            model: model.clone(),
+            input,
+            out: out.clone(),
+            backend: Backend::Cpu,
+            profile: false,
+        })
+        .unwrap();
+        let (shape, y) = npy::read_f32_array(&out).unwrap();
+        assert_eq!(shape, [2, 64]);
+        let mut m = Model::load(
+            &model,
+            &LoadOptions {
+                backend: Backend::Cpu,
+                max_batch: 2,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let mut want = vec![0.0; 128];
+        m.run(2, &x, &mut want).unwrap();
+        assert_eq!(y, want);
+        // Unit vectors: the model ends with L2 normalisation.
+        let norm: f32 = y[..64].iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+}

@@ -177,6 +177,8 @@ pub(crate) struct GpuPlan {
     output: wgpu::Buffer,
     packed: Option<wgpu::Buffer>,
     upload: wgpu::Buffer,
+    /// Whether `upload` is mapped for writing (false after a run that failed midway).
+    upload_mapped: bool,
     readback: wgpu::Buffer,
     readback_packed: Option<wgpu::Buffer>,
     in_len: usize,
@@ -666,6 +668,7 @@ impl GpuPlan {
             output,
             packed,
             upload,
+            upload_mapped: true,
             readback,
             readback_packed,
             in_len,
@@ -709,6 +712,17 @@ impl GpuPlan {
         }
         let in_bytes = (batch * self.in_len * 4) as u64;
         let t0 = Instant::now();
+        if !self.upload_mapped {
+            self.upload.map_async(wgpu::MapMode::Write, .., |_| ());
+            self.ctx
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| InferError::Gpu {
+                    during: "mapping the upload buffer",
+                    message: e.to_string(),
+                })?;
+            self.upload_mapped = true;
+        }
         {
             let mut view =
                 self.upload
@@ -720,6 +734,7 @@ impl GpuPlan {
             view.copy_from_slice(bytemuck::cast_slice(input));
         }
         self.upload.unmap();
+        self.upload_mapped = false;
         let t1 = Instant::now();
 
         let packed = matches!(output, Output::Packed(_));
@@ -802,6 +817,7 @@ impl GpuPlan {
                 during: "waiting for the GPU",
                 message: e.to_string(),
             })?;
+        self.upload_mapped = true;
         self.ctx.check("running the plan")?;
         let t2 = Instant::now();
         {
