@@ -1,0 +1,67 @@
+//! A search keeps the codes in the mapped file: its heap use is O(k x threads), whatever the
+//! gallery size. A counting allocator measures the peak heap of one query.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gallery::{Gallery, Kernel, Searcher};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Peak heap growth while `f` runs.
+fn peak_during(f: impl FnOnce()) -> usize {
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    f();
+    PEAK.load(Ordering::SeqCst) - base
+}
+
+#[test]
+fn one_query_uses_kilobytes_of_heap_on_a_large_gallery() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000; // 51 MB of 2048-bit codes
+    let codes: Vec<u8> = (0..n * 256)
+        .map(|i| (i * 2_654_435_761usize >> 13) as u8)
+        .collect();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let g = Gallery::create(dir.path().join("g.gal"), 2048, [0; 32], &codes, &ids).unwrap();
+    drop(codes);
+    let query = vec![0x5au8; 256];
+    for threads in [1, 2] {
+        let s = Searcher::new(Kernel::best(), threads).unwrap();
+        s.knn(&g, &query, 10, None).unwrap(); // the pool's threads start outside the measurement
+        let peak = peak_during(|| {
+            std::hint::black_box(s.knn(&g, &query, 10, None).unwrap());
+        });
+        println!(
+            "k=10, {threads} thread(s): peak heap {peak} bytes for a {} MB gallery",
+            n * 256 >> 20
+        );
+        assert!(peak < 64 << 10, "one query took {peak} bytes of heap");
+        let peak = peak_during(|| {
+            std::hint::black_box(s.knn(&g, &query, 1000, None).unwrap());
+        });
+        assert!(peak < 1 << 20, "k=1000 took {peak} bytes of heap");
+    }
+}
