@@ -1,15 +1,33 @@
 //! The CPU backend: tract's optimised runnable model, the same ONNX file.
+//!
+//! tract optimises much better for concrete shapes than for a symbolic batch (measured on the
+//! Lite0 fixture: about 4x), so a runnable model is built for each batch size on its first use
+//! and kept.
+
+use std::sync::Arc;
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::InferError;
 
-#[derive(Debug)]
 pub(crate) struct CpuModel {
-    plan: std::sync::Arc<TypedRunnableModel>,
+    onnx: tract_onnx::model::Onnx,
+    proto: pb::ModelProto,
     /// Per-sample input shape (without batch).
     inner: Vec<usize>,
+    /// Runnable models by batch size.
+    plans: Vec<(usize, Arc<TypedRunnableModel>)>,
+}
+
+impl std::fmt::Debug for CpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let batches: Vec<usize> = self.plans.iter().map(|(b, _)| *b).collect();
+        f.debug_struct("CpuModel")
+            .field("inner", &self.inner)
+            .field("batches", &batches)
+            .finish_non_exhaustive()
+    }
 }
 
 fn tract_err(e: impl std::fmt::Display) -> InferError {
@@ -37,30 +55,43 @@ pub(crate) fn inference_model(
 }
 
 impl CpuModel {
+    /// Builds the runnable model for `first_batch` now, so load-time errors surface at load.
     pub fn new(
-        onnx: &tract_onnx::model::Onnx,
-        proto: &pb::ModelProto,
-        fixed_batch: Option<usize>,
+        onnx: tract_onnx::model::Onnx,
+        proto: pb::ModelProto,
         inner: &[usize],
+        first_batch: usize,
     ) -> Result<Self, InferError> {
-        let plan = inference_model(onnx, proto, fixed_batch, inner)?
+        let mut m = CpuModel {
+            onnx,
+            proto,
+            inner: inner.to_vec(),
+            plans: Vec::new(),
+        };
+        m.plan(first_batch)?;
+        Ok(m)
+    }
+
+    fn plan(&mut self, batch: usize) -> Result<Arc<TypedRunnableModel>, InferError> {
+        if let Some((_, p)) = self.plans.iter().find(|(b, _)| *b == batch) {
+            return Ok(p.clone());
+        }
+        let plan = inference_model(&self.onnx, &self.proto, Some(batch), &self.inner)?
             .into_optimized()
             .map_err(tract_err)?
             .into_runnable()
             .map_err(tract_err)?;
-        Ok(CpuModel {
-            plan,
-            inner: inner.to_vec(),
-        })
+        self.plans.push((batch, plan.clone()));
+        Ok(plan)
     }
 
     /// Runs `batch` samples; writes the first output, which must hold `out.len()` values.
-    pub fn run(&self, batch: usize, input: &[f32], out: &mut [f32]) -> Result<(), InferError> {
+    pub fn run(&mut self, batch: usize, input: &[f32], out: &mut [f32]) -> Result<(), InferError> {
+        let plan = self.plan(batch)?;
         let mut shape = vec![batch];
         shape.extend(&self.inner);
         let x = Tensor::from_shape(&shape, input).map_err(|e| InferError::Input(e.to_string()))?;
-        let result = self
-            .plan
+        let result = plan
             .run(tvec![x.into_tvalue()])
             .map_err(|e| InferError::Cpu(format!("{e:#}")))?;
         let y = result[0]

@@ -112,7 +112,7 @@ pub struct KernelTime {
 #[derive(Debug)]
 enum Engine {
     Gpu(Box<gpu::GpuPlan>),
-    Cpu(cpu::CpuModel),
+    Cpu(Box<cpu::CpuModel>),
 }
 
 /// A loaded model, ready to run batches.
@@ -218,15 +218,12 @@ impl Model {
                 );
                 Engine::Gpu(Box::new(plan))
             }
-            None => {
-                // The batch stays symbolic (when the model allows) so any batch runs.
-                Engine::Cpu(cpu::CpuModel::new(
-                    &onnx,
-                    &proto,
-                    spec.fixed_batch,
-                    &spec.inner,
-                )?)
-            }
+            None => Engine::Cpu(Box::new(cpu::CpuModel::new(
+                onnx,
+                proto,
+                &spec.inner,
+                spec.fixed_batch.unwrap_or(1),
+            )?)),
         };
         let out_len: usize = output_shape.iter().product();
         let scratch = match engine {
