@@ -50,6 +50,17 @@ fn pointwise_convs_over_several_tiles() {
 }
 
 #[test]
+fn pointwise_convs_split_over_their_inputs() {
+    let k = check("pointwise_split");
+    if !k.is_empty() {
+        // Each conv is a partial-sums kernel and a summing kernel with the fused ops.
+        assert_eq!(k.len(), 4, "{k:?}");
+        assert!(k.iter().any(|k| k.contains("partial")), "{k:?}");
+        assert!(fused(&k, "Conv+Add") && fused(&k, "Conv+Clip"), "{k:?}");
+    }
+}
+
+#[test]
 fn conv_depthwise_and_grouped() {
     check("conv_grouped");
 }

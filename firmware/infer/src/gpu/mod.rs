@@ -24,6 +24,7 @@ const PARAM_BYTES: u64 = 128;
 enum Kernel {
     Conv,
     Pointwise,
+    SplitK,
     Binary,
     Unary,
     Pool,
@@ -37,6 +38,7 @@ impl Kernel {
         match self {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
             Kernel::Pointwise => include_str!("wgsl/pointwise.wgsl"),
+            Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
             Kernel::Unary => include_str!("wgsl/unary.wgsl"),
             Kernel::Pool => include_str!("wgsl/pool.wgsl"),
@@ -198,6 +200,28 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
     b
 }
 
+/// Workgroups below which a 1x1 conv splits its inputs: a big GPU has over a hundred cores.
+const MIN_WORKGROUPS: usize = 256;
+
+/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)`: one split when its 32x32
+/// tiles alone fill the GPU or the inputs are few, else ranges of at least 64 inputs.
+fn pointwise_split(cin: usize, cout: usize, npix: usize) -> (usize, usize) {
+    let tiles = npix.div_ceil(32) * cout.div_ceil(32);
+    if tiles >= MIN_WORKGROUPS / 2 || cin < 128 {
+        return (1, cin);
+    }
+    let want = MIN_WORKGROUPS.div_ceil(tiles).min(cin / 64).max(1);
+    let chunk = cin.div_ceil(want).next_multiple_of(8);
+    (cin.div_ceil(chunk), chunk)
+}
+
+/// Whether a conv runs as the tiled 1x1 kernel.
+fn is_pointwise(win: &crate::graph::Window, group: usize) -> bool {
+    (win.kh, win.kw, win.sh, win.sw) == (1, 1, 1, 1)
+        && (win.pt, win.pl, win.pb, win.pr) == (0, 0, 0, 0)
+        && group == 1
+}
+
 /// Assigns each stored value a buffer, reusing buffers whose values are dead: returns the buffer
 /// of each root value and each buffer's size in bytes.
 fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<u64>) {
@@ -298,6 +322,28 @@ impl GpuPlan {
                 })
             })
             .collect();
+        // Partial sums of split 1x1 convs; they run one after another and share it.
+        let scratch_bytes = g
+            .steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Conv {
+                    cout, group, win, ..
+                } if is_pointwise(win, *group) => {
+                    let npix = win.oh * win.ow;
+                    let (splits, _) = pointwise_split(win.c, *cout, npix);
+                    (splits > 1).then(|| (splits * cout * npix * max_batch * 4) as u64)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let scratch = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("split partial sums"),
+            size: scratch_bytes.max(16),
+            usage: storage,
+            mapped_at_creation: false,
+        });
         // Bound where a kernel's optional input (bias, residual) is absent.
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("absent"),
@@ -335,7 +381,8 @@ impl GpuPlan {
         };
 
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(PARAM_BYTES);
-        let n_dispatch = g.steps.len() + 1;
+        // A split conv takes two dispatches; the pack kernel one.
+        let n_dispatch = 2 * g.steps.len() + 1;
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: align * n_dispatch as u64,
@@ -430,13 +477,11 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    let pointwise = (win.kh, win.kw, win.sh, win.sw) == (1, 1, 1, 1)
-                        && (win.pt, win.pl, win.pb, win.pr) == (0, 0, 0, 0)
-                        && *group == 1;
-                    if pointwise {
+                    if is_pointwise(win, *group) {
                         let npix = win.oh * win.ow;
                         let tiles_p = npix.div_ceil(32);
                         let tiles = tiles_p * cout.div_ceil(32);
+                        let (splits, chunk) = pointwise_split(win.c, *cout, npix);
                         let p = [
                             u(total),
                             u(win.c),
@@ -446,9 +491,27 @@ impl GpuPlan {
                             flags,
                             f(*lo),
                             f(*hi),
-                            u(tiles),
+                            u(tiles * splits),
+                            u(splits),
+                            u(chunk),
                         ];
-                        make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?
+                        if splits == 1 {
+                            make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?
+                        } else {
+                            // Partial sums into the scratch buffer, then their sum and epilogue.
+                            let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
+                            let part = make(
+                                Kernel::Pointwise,
+                                &p,
+                                &part_bufs,
+                                64 * tiles * splits,
+                                format!("{label} (x{splits} partial)"),
+                            )?;
+                            dispatches.push(part);
+                            let q = [u(total), u(splits), flags, f(*lo), f(*hi), u(npix)];
+                            let sum_bufs = [&scratch, bufs[2], bufs[3], out];
+                            make(Kernel::SplitK, &q, &sum_bufs, total, label)?
+                        }
                     } else {
                         make(Kernel::Conv, &p, &bufs, total, label)?
                     }
@@ -635,6 +698,7 @@ impl GpuPlan {
         });
 
         let bytes = sizes.iter().sum::<u64>()
+            + scratch.size()
             + consts.iter().map(wgpu::Buffer::size).sum::<u64>()
             + params.size()
             + upload.size()

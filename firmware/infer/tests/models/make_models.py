@@ -73,6 +73,17 @@ save("pointwise_wide", [
 ], [12, 5, 7], [5, 5, 7], {"w1": w(40, 12, 1, 1), "b1": w(40), "w2": w(5, 40, 1, 1)})
 
 
+# Deep 1x1 convs on few pixels (Lite0's last blocks): too few tiles to fill a GPU, so the
+# inputs are split into ranges summed by a second kernel, with bias, residual and clamp there.
+save("pointwise_split", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="mix"),
+    N("Add", ["a", "x"], ["b"], name="residual"),
+    N("Conv", ["b", "w2", "b2"], ["c"], name="project"),
+    clip6("c", "y", "clip"),
+], [136, 3, 5], [16, 3, 5], {"w1": w(136, 136, 1, 1, scale=0.1), "b1": w(136),
+                             "w2": w(16, 136, 1, 1, scale=0.1), "b2": w(16), **six})
+
+
 def bn(prefix, c):
     return {f"{prefix}_g": (1 + w(c, scale=0.1)), f"{prefix}_b": w(c, scale=0.1),
             f"{prefix}_m": w(c, scale=0.1), f"{prefix}_v": (0.5 + np.abs(w(c))).astype(f32)}

@@ -2,7 +2,9 @@
 // y[oc, p] = clamp(sum_ic w[oc, ic] * x[ic, p] + bias[oc] + res[oc, p]). A workgroup computes a
 // 32 (channels) x 32 (pixels) tile, each invocation a 4 x 4 block, reading 8-deep slices of w
 // and x through workgroup memory. The pointwise convs carry most of a MobileNet-style network's
-// arithmetic.
+// arithmetic. When the output is too small to fill the GPU (late layers: 7x7 pixels, 1152
+// inputs), the inputs are split into `splits` ranges: each workgroup writes the raw partial
+// sum of its range to `y` (then a scratch buffer) and `splitk.wgsl` adds them up.
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -19,12 +21,19 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     // Derived from the workgroup id only, so the early return and the barriers stay uniform.
-    let tile = wid.x + wid.y * nwg.x;
-    if (tile >= pu(8u)) { return; }
+    let all = wid.x + wid.y * nwg.x;
+    if (all >= pu(8u)) { return; }
     let cin = pu(1u);
     let npix = pu(2u);
     let cout = pu(3u);
     let tiles_p = pu(4u);
+    let splits = pu(9u);
+    let chunk = pu(10u);
+    let tiles = pu(8u) / splits;
+    let tile = all % tiles;
+    let split = all / tiles;
+    let k_begin = split * chunk;
+    let k_end = min(k_begin + chunk, cin);
     let n = wid.z;
     let p0 = (tile % tiles_p) * 32u;
     let oc0 = (tile / tiles_p) * 32u;
@@ -32,15 +41,15 @@ fn main(
     let ty = l / 8u;
     let xb = n * cin * npix;
     var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < cin; k0 += 8u) {
+    for (var k0 = k_begin; k0 < k_end; k0 += 8u) {
         for (var q = 0u; q < 4u; q++) {
             let e = l + 64u * q;
             let oc = oc0 + e / 8u;
             let kw = k0 + e % 8u;
-            ws[e] = select(0.0, wt[oc * cin + kw], oc < cout && kw < cin);
+            ws[e] = select(0.0, wt[oc * cin + kw], oc < cout && kw < k_end);
             let kx = k0 + e / 32u;
             let p = p0 + e % 32u;
-            xs[e] = select(0.0, x[xb + kx * npix + p], kx < cin && p < npix);
+            xs[e] = select(0.0, x[xb + kx * npix + p], kx < k_end && p < npix);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 8u; kk++) {
@@ -70,6 +79,10 @@ fn main(
             if (p >= npix) { continue; }
             var v = acc[i][j];
             let o = oc * npix + p;
+            if (splits > 1u) {
+                y[(n * splits + split) * total + o] = v;
+                continue;
+            }
             if ((flags & 1u) != 0u) { v += bias[oc]; }
             if ((flags & 2u) != 0u) { v += res[n * total + o]; }
             y[n * total + o] = clamp(v, lo, hi);
