@@ -42,7 +42,7 @@ fn one_query_uses_kilobytes_of_heap_on_a_large_gallery() {
     let dir = tempfile::tempdir().unwrap();
     let n = 200_000; // 51 MB of 2048-bit codes
     let codes: Vec<u8> = (0..n * 256)
-        .map(|i| (i * 2_654_435_761usize >> 13) as u8)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
         .collect();
     let ids: Vec<u64> = (0..n as u64).collect();
     let g = Gallery::create(dir.path().join("g.gal"), 2048, [0; 32], &codes, &ids).unwrap();
@@ -56,7 +56,7 @@ fn one_query_uses_kilobytes_of_heap_on_a_large_gallery() {
         });
         println!(
             "k=10, {threads} thread(s): peak heap {peak} bytes for a {} MB gallery",
-            n * 256 >> 20
+            (n * 256) >> 20
         );
         assert!(peak < 64 << 10, "one query took {peak} bytes of heap");
         let peak = peak_during(|| {
