@@ -40,7 +40,12 @@ fn main(
     let tx = l % 8u;
     let ty = l / 8u;
     let xb = n * cin * npix;
-    var acc: array<array<f32, 4>, 4>;
+    // Four rows of four accumulators as vectors: no dynamically indexed private arrays,
+    // which drivers may place in slow local memory.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 += 8u) {
         for (var q = 0u; q < 4u; q++) {
             let e = l + 64u * q;
@@ -53,20 +58,16 @@ fn main(
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 8u; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = ws[(ty + 8u * i) * 8u + kk];
-                b[i] = xs[kk * 32u + tx + 8u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] += a[i] * b[j];
-                }
-            }
+            let xr = kk * 32u + tx;
+            let b = vec4<f32>(xs[xr], xs[xr + 8u], xs[xr + 16u], xs[xr + 24u]);
+            acc0 += ws[ty * 8u + kk] * b;
+            acc1 += ws[(ty + 8u) * 8u + kk] * b;
+            acc2 += ws[(ty + 16u) * 8u + kk] * b;
+            acc3 += ws[(ty + 24u) * 8u + kk] * b;
         }
         workgroupBarrier();
     }
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     let flags = pu(5u);
     let lo = pf(6u);
     let hi = pf(7u);
