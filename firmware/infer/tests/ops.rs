@@ -111,6 +111,11 @@ fn matmul_with_bias_scale_relu() {
 }
 
 #[test]
+fn matmul_over_several_rows() {
+    check("matmul_rows");
+}
+
+#[test]
 fn layer_normalization() {
     check("layernorm");
 }

@@ -308,12 +308,28 @@ impl GpuPlan {
                 })
             })
             .collect();
+        // Single-row MatMul weights travel transposed (below), not as they are.
+        let replaced: Vec<usize> = g
+            .steps
+            .iter()
+            .filter_map(|s| match s.kind {
+                StepKind::MatMul {
+                    weight, rows: 1, ..
+                } => Some(weight),
+                _ => None,
+            })
+            .collect();
         let consts: Vec<wgpu::Buffer> = g
             .consts
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut data = bytemuck::cast_slice::<f32, u8>(&c.data).to_vec();
+                let used = if replaced.contains(&i) {
+                    &[][..]
+                } else {
+                    &c.data[..]
+                };
+                let mut data = bytemuck::cast_slice::<f32, u8>(used).to_vec();
                 data.resize(data.len().max(16), 0);
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(&format!("constant {i}")),
@@ -333,6 +349,10 @@ impl GpuPlan {
                     let npix = win.oh * win.ow;
                     let (splits, _) = pointwise_split(win.c, *cout, npix);
                     (splits > 1).then(|| (splits * cout * npix * max_batch * 4) as u64)
+                }
+                StepKind::MatMul { rows: 1, k, n, .. } => {
+                    let (splits, _) = pointwise_split(*k, *n, 1);
+                    (splits > 1).then(|| (splits * n * max_batch * 4) as u64)
                 }
                 _ => None,
             })
@@ -429,13 +449,129 @@ impl GpuPlan {
             })
         };
 
+        // A single-row MatMul (a linear layer) runs as a 1x1 conv over one pixel, which needs
+        // its weight as [n, k]: the 1x1 kernel tiles and splits the long k that a
+        // one-output-per-invocation product walks alone.
+        let transposed: HashMap<usize, wgpu::Buffer> = g
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s.kind {
+                StepKind::MatMul {
+                    weight,
+                    rows: 1,
+                    k,
+                    n,
+                    ..
+                } => {
+                    let w = &g.consts[weight].data;
+                    let t: Vec<f32> = (0..n * k).map(|e| w[(e % k) * n + e / k]).collect();
+                    Some((
+                        i,
+                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("linear weight [n, k]"),
+                            contents: bytemuck::cast_slice(&t),
+                            usage: storage,
+                        }),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
         let f = f32::to_bits;
         let u = |x: usize| x as u32;
         let mut dispatches = Vec::with_capacity(g.steps.len());
-        for s in &g.steps {
+        for (si, s) in g.steps.iter().enumerate() {
             let label = format!("{} [{}]", s.node, s.ops);
             let out = buf(s.out);
             let total = g.values[s.out].len();
+            // (cin, cout, pixels, flags, lo, hi, [x, weight, bias, residual, y]) of the 1x1 kernel.
+            let pointwise = match &s.kind {
+                StepKind::Conv {
+                    x,
+                    weight,
+                    bias,
+                    residual,
+                    lo,
+                    hi,
+                    cout,
+                    group,
+                    win,
+                } if is_pointwise(win, *group) => Some((
+                    win.c,
+                    *cout,
+                    win.oh * win.ow,
+                    u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1),
+                    *lo,
+                    *hi,
+                    [
+                        buf(*x),
+                        &consts[*weight],
+                        bias.map_or(&dummy, |b| &consts[b]),
+                        residual.map_or(&dummy, buf),
+                        out,
+                    ],
+                )),
+                StepKind::MatMul {
+                    x,
+                    bias,
+                    rows: 1,
+                    k,
+                    n,
+                    ..
+                } => Some((
+                    *k,
+                    *n,
+                    1,
+                    u32::from(bias.is_some()),
+                    -f32::MAX,
+                    f32::MAX,
+                    [
+                        buf(*x),
+                        &transposed[&si],
+                        bias.map_or(&dummy, |b| &consts[b]),
+                        &dummy,
+                        out,
+                    ],
+                )),
+                _ => None,
+            };
+            if let Some((cin, cout, npix, flags, lo, hi, bufs)) = pointwise {
+                let tiles_p = npix.div_ceil(32);
+                let tiles = tiles_p * cout.div_ceil(32);
+                let (splits, chunk) = pointwise_split(cin, cout, npix);
+                let p = [
+                    u(total),
+                    u(cin),
+                    u(npix),
+                    u(cout),
+                    u(tiles_p),
+                    flags,
+                    f(lo),
+                    f(hi),
+                    u(tiles * splits),
+                    u(splits),
+                    u(chunk),
+                ];
+                if splits == 1 {
+                    dispatches.push(make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?);
+                } else {
+                    // Partial sums into the scratch buffer, then their sum and epilogue.
+                    let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
+                    let part = make(
+                        Kernel::Pointwise,
+                        &p,
+                        &part_bufs,
+                        64 * tiles * splits,
+                        format!("{label} (x{splits} partial)"),
+                    )?;
+                    dispatches.push(part);
+                    let q = [u(total), u(splits), flags, f(lo), f(hi), u(npix)];
+                    let sum_bufs = [&scratch, bufs[2], bufs[3], out];
+                    dispatches.push(make(Kernel::SplitK, &q, &sum_bufs, total, label)?);
+                }
+                continue;
+            }
             let d = match &s.kind {
                 StepKind::Conv {
                     x,
@@ -477,44 +613,7 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    if is_pointwise(win, *group) {
-                        let npix = win.oh * win.ow;
-                        let tiles_p = npix.div_ceil(32);
-                        let tiles = tiles_p * cout.div_ceil(32);
-                        let (splits, chunk) = pointwise_split(win.c, *cout, npix);
-                        let p = [
-                            u(total),
-                            u(win.c),
-                            u(npix),
-                            u(*cout),
-                            u(tiles_p),
-                            flags,
-                            f(*lo),
-                            f(*hi),
-                            u(tiles * splits),
-                            u(splits),
-                            u(chunk),
-                        ];
-                        if splits == 1 {
-                            make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?
-                        } else {
-                            // Partial sums into the scratch buffer, then their sum and epilogue.
-                            let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
-                            let part = make(
-                                Kernel::Pointwise,
-                                &p,
-                                &part_bufs,
-                                64 * tiles * splits,
-                                format!("{label} (x{splits} partial)"),
-                            )?;
-                            dispatches.push(part);
-                            let q = [u(total), u(splits), flags, f(*lo), f(*hi), u(npix)];
-                            let sum_bufs = [&scratch, bufs[2], bufs[3], out];
-                            make(Kernel::SplitK, &q, &sum_bufs, total, label)?
-                        }
-                    } else {
-                        make(Kernel::Conv, &p, &bufs, total, label)?
-                    }
+                    make(Kernel::Conv, &p, &bufs, total, label)?
                 }
                 StepKind::Binary { op, a, b, bc } => {
                     let mut p = vec![u(total), *op as u32, u(bc.a_batch), u(bc.b_batch)];
@@ -699,6 +798,7 @@ impl GpuPlan {
 
         let bytes = sizes.iter().sum::<u64>()
             + scratch.size()
+            + transposed.values().map(wgpu::Buffer::size).sum::<u64>()
             + consts.iter().map(wgpu::Buffer::size).sum::<u64>()
             + params.size()
             + upload.size()

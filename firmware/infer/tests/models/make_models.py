@@ -146,6 +146,12 @@ save("head_matmul", [
     N("Relu", ["c"], ["y"], name="relu"),
 ], [6], [10], {"wm": w(6, 10), "bm": w(10), "sm": w(10)})
 
+# MatMul over several rows per sample (a token-like axis): the one-output-per-invocation kernel.
+save("matmul_rows", [
+    N("MatMul", ["x", "wm"], ["a"], name="matmul"),
+    N("Add", ["a", "bm"], ["y"], name="bias"),
+], [3, 6], [3, 10], {"wm": w(6, 10), "bm": w(10)})
+
 # LayerNormalization (opset 17) over the last axis, with affine parameters.
 save("layernorm", [
     N("LayerNormalization", ["x", "ln_s", "ln_b"], ["y"], name="ln", axis=-1, epsilon=1e-5),
