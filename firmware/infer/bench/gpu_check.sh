@@ -1,0 +1,28 @@
+#!/bin/bash
+# GPU check of the shared Lite0 fixture through the wgpu plan on a machine with an NVIDIA
+# Vulkan driver (used for the H200 numbers in ../README.md). Prepare, from the repository root:
+#   cargo build --release -p lookupd && mkdir -p .devcheck
+#   strip -o .devcheck/lookupd target/release/lookupd
+#   cp ../shared/fixtures/efficientnet_lite0_imagenet.{onnx,input.npy} .devcheck/
+# plus, where the machine lacks them, the Vulkan loader and GL dispatch .debs in .gl/
+# (libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2). Writes to $OUT.
+set -u
+for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+B=.devcheck/lookupd; M=.devcheck/efficientnet_lite0_imagenet.onnx
+timeout 120 $B embed --model $M --input .devcheck/efficientnet_lite0_imagenet.input.npy \
+  --out $OUT/gpu_out.npy --backend gpu --profile 2> $OUT/embed_profile.txt
+echo "embed rc $?"; tail -1 $OUT/embed_profile.txt
+for b in 1 8 32; do
+  timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 30 --backend gpu \
+    2>/dev/null | tee -a $OUT/bench.jsonl
+done
+timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
+  --profile > $OUT/bench_profile.json 2>/dev/null
+timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
+  --profile > $OUT/bench_profile32.json 2>/dev/null
+timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
+  2>/dev/null | tee -a $OUT/bench.jsonl
