@@ -162,7 +162,8 @@ pub fn run(cmd: GalleryCommand) -> Result<ExitCode> {
                 .collect();
             npy::write_u8_matrix(&codes, g.len(), g.code_bytes(), &data)?;
             if let Some(ids) = ids {
-                npy::write_u64_vec(&ids, (0..g.len()).map(|r| g.id(r)))?;
+                let all: Vec<u64> = (0..g.len()).map(|r| g.id(r)).collect();
+                npy::write_u64_vec(&ids, &all)?;
             }
         }
         GalleryCommand::Info { gallery } => print_json(&open(&gallery)?.info())?,
