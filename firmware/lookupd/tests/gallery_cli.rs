@@ -30,6 +30,15 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Fails, and says `needle` on stderr.
+fn fails_with(args: &[&str], needle: &str) {
+    let err = fails(args);
+    assert!(
+        err.contains(needle),
+        "lookupd {args:?}: expected {needle:?} in: {err}"
+    );
+}
+
 fn write_u8(path: &Path, rows: u64, cols: u64, data: &[u8]) {
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
@@ -217,89 +226,104 @@ fn verify_passes_good_and_fails_damaged_files() {
 fn bad_inputs_get_clear_errors() {
     let s = setup();
     // Missing file.
-    let err = fails(&["gallery", "info", &s.s("nope.gal")]);
-    assert!(err.contains("nope.gal"), "{err}");
+    fails_with(&["gallery", "info", &s.s("nope.gal")], "nope.gal");
     // Not a gallery.
-    let err = fails(&["gallery", "info", &s.s("codes.npy")]);
-    assert!(err.contains("not a gallery file"), "{err}");
+    fails_with(
+        &["gallery", "info", &s.s("codes.npy")],
+        "not a gallery file",
+    );
     // Codes of the wrong dtype.
     npyz::to_file_1d(s.p("floats.npy"), [1.0f32, 2.0]).unwrap();
-    let err = fails(&[
-        "gallery",
-        "import",
-        "--codes",
-        &s.s("floats.npy"),
-        "--out",
-        &s.s("x.gal"),
-    ]);
-    assert!(err.contains("uint8"), "{err}");
+    fails_with(
+        &[
+            "gallery",
+            "import",
+            "--codes",
+            &s.s("floats.npy"),
+            "--out",
+            &s.s("x.gal"),
+        ],
+        "uint8",
+    );
     // Not an npy file at all.
     std::fs::write(s.p("junk.npy"), b"junk").unwrap();
-    let err = fails(&[
-        "gallery",
-        "import",
-        "--codes",
-        &s.s("junk.npy"),
-        "--out",
-        &s.s("x.gal"),
-    ]);
-    assert!(err.contains("junk.npy"), "{err}");
+    fails_with(
+        &[
+            "gallery",
+            "import",
+            "--codes",
+            &s.s("junk.npy"),
+            "--out",
+            &s.s("x.gal"),
+        ],
+        "junk.npy",
+    );
     // Widths the gallery cannot hold (5 bytes = 40 bits).
     write_u8(&s.p("narrow.npy"), 2, 5, &[0; 10]);
-    let err = fails(&[
-        "gallery",
-        "import",
-        "--codes",
-        &s.s("narrow.npy"),
-        "--out",
-        &s.s("x.gal"),
-    ]);
-    assert!(err.contains("40 bits"), "{err}");
+    fails_with(
+        &[
+            "gallery",
+            "import",
+            "--codes",
+            &s.s("narrow.npy"),
+            "--out",
+            &s.s("x.gal"),
+        ],
+        "40 bits",
+    );
     // Ids that do not match the codes.
     npyz::to_file_1d(s.p("few_ids.npy"), [1u64, 2]).unwrap();
-    let err = fails(&[
-        "gallery",
-        "import",
-        "--codes",
-        &s.s("codes.npy"),
-        "--ids",
-        &s.s("few_ids.npy"),
-        "--out",
-        &s.s("x.gal"),
-    ]);
-    assert!(err.contains("2 ids for 300 codes"), "{err}");
+    fails_with(
+        &[
+            "gallery",
+            "import",
+            "--codes",
+            &s.s("codes.npy"),
+            "--ids",
+            &s.s("few_ids.npy"),
+            "--out",
+            &s.s("x.gal"),
+        ],
+        "2 ids for 300 codes",
+    );
     // Queries of another width.
     write_u8(&s.p("q16.npy"), 1, 16, &[0; 16]);
-    let err = fails(&[
-        "gallery",
-        "search",
-        &s.s("g.gal"),
-        "--queries",
-        &s.s("q16.npy"),
-        "--json",
-    ]);
-    assert!(err.contains("16 bytes"), "{err}");
+    fails_with(
+        &[
+            "gallery",
+            "search",
+            &s.s("g.gal"),
+            "--queries",
+            &s.s("q16.npy"),
+            "--json",
+        ],
+        "16 bytes",
+    );
     // k out of range, unknown kernel.
-    let err = fails(&[
-        "gallery",
-        "search",
-        &s.s("g.gal"),
-        "--queries",
-        &s.s("queries.npy"),
-        "--k",
-        "0",
-    ]);
-    assert!(err.contains("k = 0"), "{err}");
-    let err = fails(&[
-        "gallery",
-        "search",
-        &s.s("g.gal"),
-        "--queries",
-        &s.s("queries.npy"),
-        "--kernel",
+    fails_with(
+        &[
+            "gallery",
+            "search",
+            &s.s("g.gal"),
+            "--queries",
+            &s.s("queries.npy"),
+            "--k",
+            "0",
+        ],
+        "k = 0",
+    );
+    fails_with(
+        &[
+            "gallery",
+            "search",
+            &s.s("g.gal"),
+            "--queries",
+            &s.s("queries.npy"),
+            "--kernel",
+            "sse9",
+        ],
         "sse9",
-    ]);
-    assert!(err.contains("sse9"), "{err}");
+    );
     // A failed import leaves an existing gallery untouched.
     let before = std::fs::read(s.p("g.gal")).unwrap();
     fails(&[
