@@ -2,8 +2,9 @@
 # Training speed of the full EfficientNet-Lite0 + NormSoftmax step, `trainer bench` on each
 # backend of this build beside PyTorch eager, alternating rounds on the same machine.
 #   trainer/bench/vs_pytorch.sh [--image-size 128] [--batch 32] [--steps 10] [--rounds 2] [--device cpu|cuda]
-# Needs: a release build (`cargo build --release -p trainer`; the LibTorch one through
-# trainer/scripts/libtorch-env.sh is picked up when present) and PyTorch in $TORCH_PYTHON
+# Needs: a release build (`cargo build --release -p trainer`; the LibTorch build, made with
+# `trainer/scripts/libtorch-env.sh cargo build --profile libtorch -p trainer --features libtorch`,
+# is picked up when present) and PyTorch in $TORCH_PYTHON
 # (default: the venv that libtorch-env.sh installs).
 set -euo pipefail
 ROOT="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
@@ -21,7 +22,7 @@ done
 VENV="${LIBTORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lookup/torch-venv}"
 TORCH_PYTHON="${TORCH_PYTHON:-$VENV/bin/python}"
 FLEX="$ROOT/target/release/trainer"
-LIBTORCH="$ROOT/target/libtorch/release/trainer"
+LIBTORCH="$ROOT/target/libtorch/trainer"
 OUT="$(mktemp)"
 args=(--image-size "$SIZE" --batch "$BATCH" --steps "$STEPS")
 for round in $(seq "$ROUNDS"); do

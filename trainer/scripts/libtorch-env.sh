@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up burn's LibTorch backend (cargo feature `libtorch`) and runs a command with it:
 #   trainer/scripts/libtorch-env.sh cargo test -p trainer --features libtorch
-#   trainer/scripts/libtorch-env.sh cargo run --release -p trainer --features libtorch -- train --backend libtorch ...
+#   trainer/scripts/libtorch-env.sh cargo build --profile libtorch -p trainer --features libtorch
+#   trainer/scripts/libtorch-env.sh target/libtorch/trainer train --backend libtorch ...
 # burn-tch 0.22.1 builds against tch 0.22, which expects PyTorch 2.9.0: the PyPI wheel of that
 # exact version is installed into a virtual environment (about 6.7 GB with its CUDA libraries,
 # which also serve CUDA GPUs) on first use, and the build and the run are pointed at it.
@@ -17,6 +18,4 @@ TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The LibTorch build gets its own target directory: torch-sys links against this venv only.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)/target/libtorch}"
 exec "$@"

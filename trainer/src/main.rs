@@ -53,7 +53,21 @@ enum Command {
     /// Evaluate a run's checkpoint on its test split: Recall@K, NMI, R-precision and MAP@R,
     /// for the float embeddings (cosine) and the binary codes (Hamming).
     Eval {
-        run: PathBuf,
+        /// The run to evaluate (or use --pretrained).
+        #[arg(required_unless_present = "pretrained")]
+        run: Option<PathBuf>,
+        /// Evaluate the ImageNet-pretrained backbone untouched (pooling and LayerNorm, no
+        /// fine-tuning) on --data: the baseline a run should beat.
+        #[arg(long, conflicts_with = "run", requires = "data")]
+        pretrained: Option<BackboneKind>,
+        /// With --pretrained: KIND:PATH of the data whose test split is evaluated.
+        #[arg(long)]
+        data: Option<String>,
+        /// With --pretrained: input side and resize.
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, default_value_t = 256)]
+        resize: u32,
         /// Epoch of the checkpoint (0-based); default: the last.
         #[arg(long)]
         checkpoint: Option<usize>,
@@ -309,12 +323,26 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             run,
+            pretrained,
+            data,
+            image_size,
+            resize,
             checkpoint,
             json,
             dump,
             backend,
         } => {
-            let report = evaluate_run(&run, checkpoint, backend, dump.as_deref())?;
+            let report = match (run, pretrained, data) {
+                (Some(run), _, _) => evaluate_run(&run, checkpoint, backend, dump.as_deref())?,
+                (None, Some(kind), Some(data)) => evaluate_pretrained(
+                    kind,
+                    &data,
+                    Preprocess::new(image_size, resize)?,
+                    backend.unwrap_or(Backend::Flex),
+                    dump.as_deref(),
+                )?,
+                _ => bail!("give a run, or --pretrained BACKBONE with --data KIND:PATH"),
+            };
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -380,6 +408,32 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `trainer eval`: the metrics of a checkpoint, and optionally the files to recompute them.
+/// `trainer eval --pretrained`: the untouched ImageNet backbone as the baseline.
+fn evaluate_pretrained(
+    kind: BackboneKind,
+    data: &str,
+    preprocess: Preprocess,
+    backend: Backend,
+    dump: Option<&std::path::Path>,
+) -> Result<serde_json::Value> {
+    let device = backend.device()?;
+    let backbone = weights::load_pretrained(kind, None, &device)?;
+    let model = trainer::model::EmbeddingModel::new(backbone, kind.features(), &device);
+    let spec: DataSpec = data.parse()?;
+    let dataset = trainer::data::load(&spec)?;
+    let (report, embedded) =
+        evaluate::evaluate_model(&model, &dataset, preprocess, spec.kind, &device)?;
+    if let Some(dir) = dump {
+        evaluate::dump(dir, &embedded)?;
+    }
+    let mut value = serde_json::to_value(&report)?;
+    value["pretrained"] = serde_json::json!(kind);
+    value["data"] = serde_json::json!(data);
+    value["images"] = serde_json::json!(embedded.labels.len());
+    value["embedding_dim"] = serde_json::json!(embedded.dim);
+    Ok(value)
+}
+
 fn evaluate_run(
     run: &std::path::Path,
     checkpoint: Option<usize>,

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use crate::config::TrainConfig;
 use crate::data::{Loader, LoaderOptions, Preprocess};
 use crate::export;
+use crate::model::EmbeddingModel;
 use crate::train::{self, MetricsLine};
 
 /// Images for the export check: up to this many readable test images of the run's data.
@@ -27,6 +28,44 @@ pub struct ExportReport {
     /// Largest difference between tract's and burn's embeddings, relative to the largest value.
     pub relative_difference: f32,
     pub model_sha256: String,
+}
+
+/// Runs `images` (n NCHW images of `side` pixels) through the burn model and through the ONNX
+/// bytes on tract; fails, saying by how much, when they differ by more than
+/// [`export::CHECK_TOLERANCE`] relative to the largest value. Returns the difference.
+pub fn check_export(
+    model: &EmbeddingModel,
+    onnx: &[u8],
+    images: &[f32],
+    n: usize,
+    side: usize,
+) -> Result<f32> {
+    let device = burn::tensor::Device::flex();
+    let input = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(images.to_vec(), [n, 3, side, side]),
+        &device,
+    );
+    let expected: Vec<f32> = model
+        .embed(input)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|error| anyhow::anyhow!("reading burn's embeddings: {error:?}"))?;
+    let actual = export::run_with_tract(onnx, images, n, side)?;
+    if actual.len() != expected.len() {
+        bail!(
+            "the exported model gives {} values for {n} images, burn {}",
+            actual.len(),
+            expected.len()
+        );
+    }
+    let difference = export::relative_difference(&actual, &expected);
+    if difference.is_nan() || difference > export::CHECK_TOLERANCE {
+        bail!(
+            "export check failed: on {n} images the ONNX model (tract) differs from the burn model by {difference:.3e} relative to the largest value (allowed {:e}); nothing was written",
+            export::CHECK_TOLERANCE
+        );
+    }
+    Ok(difference)
 }
 
 /// `trainer export`: the run's model as `model.onnx` plus `manifest.toml` in `out`, after
@@ -51,30 +90,7 @@ pub fn export_run(run: &Path, checkpoint: Option<usize>, out: &Path) -> Result<E
         .next()
         .context("the run's test split has no readable image for the export check")?;
     let n = batch.len();
-    let images = Tensor::<4>::from_data(
-        burn::tensor::TensorData::new(batch.images.clone(), [n, 3, side, side]),
-        &device,
-    );
-    let expected: Vec<f32> = model
-        .embed(images)
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|error| anyhow::anyhow!("reading burn's embeddings: {error:?}"))?;
-    let actual = export::run_with_tract(&onnx, &batch.images, n, side)?;
-    if actual.len() != expected.len() {
-        bail!(
-            "the exported model gives {} values for {n} images, burn {}",
-            actual.len(),
-            expected.len()
-        );
-    }
-    let difference = export::relative_difference(&actual, &expected);
-    if difference.is_nan() || difference > export::CHECK_TOLERANCE {
-        bail!(
-            "export check failed: on {n} test images the ONNX model (tract) differs from the burn model by {difference:.3e} relative to the largest value (allowed {:e}); nothing was written",
-            export::CHECK_TOLERANCE
-        );
-    }
+    let difference = check_export(&model, &onnx, &batch.images, n, side)?;
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let model_path = out.join(bundle::MODEL_FILE);
