@@ -86,3 +86,19 @@ impl FromStr for Backend {
         }
     }
 }
+
+/// The backend named by `TRAINER_BACKEND` (default `flex`): lets the same test suite run on
+/// every backend of a build (`TRAINER_BACKEND=libtorch cargo test --features libtorch`).
+pub fn from_env() -> Result<Backend, BackendError> {
+    match std::env::var("TRAINER_BACKEND") {
+        Ok(name) if !name.is_empty() => name.parse(),
+        _ => Ok(Backend::Flex),
+    }
+}
+
+/// The device of [`from_env`]'s backend, for tests and tools.
+pub fn device_from_env() -> Result<Device, BackendError> {
+    let backend = from_env()?;
+    tracing::info!("backend: {backend}");
+    backend.device()
+}

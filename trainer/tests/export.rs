@@ -1,8 +1,9 @@
 //! The ONNX export: the exported graph computes what the burn model computes (both backbones,
 //! with and without the embedding layer), and the check refuses a graph that does not.
 
+use trainer::backend::device_from_env;
 use trainer::burn::module::Module;
-use trainer::burn::tensor::{Device, Distribution, Tensor};
+use trainer::burn::tensor::{Distribution, Tensor};
 use trainer::export::to_onnx;
 use trainer::model::{Backbone, BackboneKind, EmbeddingModel};
 use trainer::publish::check_export;
@@ -11,7 +12,7 @@ fn random_images(n: usize, side: usize) -> Vec<f32> {
     Tensor::<4>::random(
         [n, 3, side, side],
         Distribution::Normal(0.0, 1.0),
-        &Device::flex(),
+        &device_from_env().unwrap(),
     )
     .into_data()
     .try_to_vec::<f32>()
@@ -20,7 +21,7 @@ fn random_images(n: usize, side: usize) -> Vec<f32> {
 
 /// A model whose BatchNorm statistics are not the identity, so folding them is exercised.
 fn trained_like(kind: BackboneKind, dim: usize, seed: u64) -> EmbeddingModel {
-    let device = Device::flex().autodiff();
+    let device = device_from_env().unwrap().autodiff();
     device.seed(seed);
     let model = EmbeddingModel::new(Backbone::new(kind, &device, None), dim, &device);
     // One training-mode forward moves every running mean and variance.

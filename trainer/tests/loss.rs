@@ -3,7 +3,8 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use trainer::burn::tensor::{Device, Tensor, TensorData};
+use trainer::backend::device_from_env;
+use trainer::burn::tensor::{Tensor, TensorData};
 use trainer::loss::{ClassSubset, NormSoftmax};
 
 struct Expected {
@@ -109,7 +110,7 @@ fn check(fraction: Option<f64>) {
         .as_ref()
         .map_or((0..c).collect(), |s| s.classes.clone());
 
-    let device = Device::flex().autodiff();
+    let device = device_from_env().unwrap().autodiff();
     let as_f32 = |values: &[f64]| values.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let embeddings =
         Tensor::<2>::from_data(TensorData::new(as_f32(&e), [n, d]), &device).require_grad();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use trainer::backend::device_from_env;
 use trainer::burn::tensor::{Device, Tensor, TensorData};
 use trainer::classify::classify;
 use trainer::data::Preprocess;
@@ -38,7 +39,7 @@ fn lite0_matches_the_pytorch_export_of_the_same_weights() {
     let input_path = fixture("efficientnet_lite0_imagenet.input.npy");
     let (shape, input) = read_npy(&input_path);
     let (_, expected) = read_npy(&fixture("efficientnet_lite0_imagenet.output.npy"));
-    let device = Device::flex();
+    let device = device_from_env().unwrap();
     let backbone = lite0(&device);
     let input = Tensor::<4>::from_data(
         TensorData::new(input, [shape[0], shape[1], shape[2], shape[3]]),
@@ -62,7 +63,7 @@ fn lite0_matches_the_pytorch_export_of_the_same_weights() {
 #[test]
 fn photographs_land_on_their_imagenet_classes() {
     let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/photos");
-    let device = Device::flex();
+    let device = device_from_env().unwrap();
     let backbone = lite0(&device);
     let predictions = classify(
         &backbone,
@@ -87,7 +88,7 @@ fn photographs_land_on_their_imagenet_classes() {
 
 #[test]
 fn a_checkpoint_for_another_network_is_refused_by_name() {
-    let device = Device::flex();
+    let device = device_from_env().unwrap();
     lite0(&device);
     let dir = tempfile::tempdir().unwrap();
     // The Lite0 file given as ResNet-50 weights: every tensor is unknown, every one missing.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use trainer::backend::device_from_env;
 use trainer::burn::tensor::{Device, Tensor, TensorData};
 use trainer::data::{self, ClassBalancedSampler, DataSpec, Loader, LoaderOptions, Preprocess};
 use trainer::loss::NormSoftmax;
@@ -45,7 +46,7 @@ fn a_few_steps_on_fashion_mnist_lower_the_loss() {
     if !fashion_mnist_present() {
         return;
     }
-    let device = Device::flex().autodiff();
+    let device = device_from_env().unwrap().autodiff();
     device.seed(0);
     let dataset = data::load(&"fashion-mnist".parse::<DataSpec>().unwrap()).unwrap();
     let split = Arc::new(dataset.train);
@@ -128,6 +129,8 @@ fn small_run(out: &Path, epochs: &str) {
         "--no-eval",
         "--seed",
         "3",
+        "--backend",
+        trainer::backend::from_env().unwrap().name(),
     ]);
 }
 
@@ -143,7 +146,7 @@ fn step_losses(run: &Path) -> Vec<(u64, f64)> {
 }
 
 fn final_weights(run: &Path) -> Vec<f32> {
-    let (_, model, _) = train::load_model(run, None, &Device::flex()).unwrap();
+    let (_, model, _) = train::load_model(run, None, &device_from_env().unwrap()).unwrap();
     let embedding = model.embedding.expect("a 64-d embedding layer");
     embedding
         .weight
@@ -158,7 +161,7 @@ fn same_seed_same_run_and_resume_continues_where_it_stopped() {
     if !fashion_mnist_present() {
         return;
     }
-    lite0(&Device::flex());
+    lite0(&device_from_env().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
     let again = dir.path().join("again");
