@@ -1,6 +1,7 @@
 //! `lookupd`: the appliance binary. Argument parsing and wiring only; the logic lives in the
-//! library crates.
+//! library crates and in this package's library (`lookupd::Appliance`, `lookupd::selftest`).
 
+mod appliance_cmd;
 mod gallery_cmd;
 mod model_cmd;
 mod npy;
@@ -18,6 +19,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Name the products in images: embed each and search the bundle's gallery.
+    Query(appliance_cmd::QueryArgs),
+    /// Check a bundle (hashes, gallery, labels, model, self-test code); exit code 0 only if all
+    /// checks pass.
+    Selftest(appliance_cmd::SelftestArgs),
+    /// Enrol photographs of a product as new gallery items (one per image), crash-safely.
+    Enroll(appliance_cmd::EnrollArgs),
     /// Build, inspect, check and search binary gallery files.
     #[command(subcommand)]
     Gallery(gallery_cmd::GalleryCommand),
@@ -37,6 +45,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Query(args) => appliance_cmd::query(args),
+        Command::Selftest(args) => appliance_cmd::selftest(args),
+        Command::Enroll(args) => appliance_cmd::enroll(args),
         Command::Gallery(cmd) => gallery_cmd::run(cmd),
         Command::Embed(args) => model_cmd::embed(args),
         Command::BenchModel(args) => model_cmd::bench(args),
