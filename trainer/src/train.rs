@@ -245,7 +245,7 @@ fn sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
 }
 
 /// Matches every BatchNorm of both backbones (`bn`, `bn1`.. and their running statistics).
-fn batch_norm_group() -> ParamGroup {
+pub fn batch_norm_group() -> ParamGroup {
     ParamGroup::from_regex(r"(^|\.)bn\d*\.").expect("a valid regex")
 }
 

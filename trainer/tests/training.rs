@@ -219,3 +219,48 @@ fn a_second_run_into_the_same_directory_is_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("already holds a run"));
 }
+
+#[test]
+fn frozen_batch_norm_uses_running_statistics_and_does_not_learn() {
+    use trainer::burn::module::Module;
+    use trainer::burn::tensor::Distribution;
+    use trainer::model::Backbone;
+
+    let device = device_from_env().unwrap().autodiff();
+    device.seed(1);
+    let model = EmbeddingModel::new(
+        Backbone::new(BackboneKind::EfficientnetLite0, &device, None),
+        64,
+        &device,
+    )
+    .freeze_group(train::batch_norm_group());
+    let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let training: Vec<f32> = model
+        .forward(images.clone())
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let evaluation: Vec<f32> = model
+        .valid()
+        .forward(images.clone().inner())
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    assert_eq!(
+        training, evaluation,
+        "a frozen BatchNorm normalises with its running statistics"
+    );
+    let loss = model.forward(images).sum();
+    let grads = loss.backward();
+    let trainer::model::Backbone::Lite0(net) = &model.backbone else {
+        unreachable!()
+    };
+    assert!(
+        net.stem.bn.gamma.val().grad(&grads).is_none(),
+        "frozen gamma gets no gradient"
+    );
+    assert!(
+        net.stem.conv.weight.val().grad(&grads).is_some(),
+        "the convolutions still learn"
+    );
+}
