@@ -107,3 +107,63 @@ fn a_checkpoint_for_another_network_is_refused_by_name() {
         .to_string();
     assert!(error.contains("garbage.pth"), "{error}");
 }
+
+/// A Python with torch and torchvision: `TORCH_PYTHON`, else the venv of
+/// trainer/scripts/libtorch-env.sh.
+fn torch_python() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("TORCH_PYTHON").map(PathBuf::from),
+        dirs::home_dir().map(|home| home.join(".cache/lookup/torch-venv/bin/python")),
+    ];
+    candidates.into_iter().flatten().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import torch, torchvision"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    })
+}
+
+#[test]
+fn resnet50_from_a_zip_checkpoint_matches_pytorch() {
+    let Some(python) = torch_python() else {
+        eprintln!(
+            "SKIPPED: no Python with torch and torchvision (set TORCH_PYTHON, or run trainer/scripts/libtorch-env.sh once)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/resnet50_checkpoint.py");
+    let status = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed", script.display());
+    let device = device_from_env().unwrap();
+    let backbone = weights::load(
+        BackboneKind::Resnet50,
+        &dir.path().join("resnet50.pth"),
+        &device,
+    )
+    .expect("import");
+    let (shape, input) = read_npy(&dir.path().join("input.npy"));
+    let (_, expected) = read_npy(&dir.path().join("logits.npy"));
+    let input = Tensor::<4>::from_data(
+        TensorData::new(input, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    let logits: Vec<f32> = backbone
+        .logits(input)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let scale = expected.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    let worst = logits
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("ResNet-50 logits: largest difference {worst:e} (largest logit {scale})");
+    assert!(worst <= 1e-3 * scale.max(1.0), "largest difference {worst}");
+}
