@@ -14,9 +14,15 @@ static BUILD: Mutex<()> = Mutex::new(());
 pub fn binary(package: &str, name: &str) -> PathBuf {
     // The test runs from target/<profile>/deps/; the binaries live in target/<profile>/.
     let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
     let path = dir.join(name);
-    let _guard = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = BUILD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if !path.exists() {
         let release = dir.file_name().is_some_and(|profile| profile == "release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

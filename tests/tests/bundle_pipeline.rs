@@ -18,17 +18,28 @@ fn make_catalogue(dir: &Path) {
     for class in 0..CLASSES {
         let folder = dir.join(format!("item-{class}"));
         std::fs::create_dir_all(&folder).unwrap();
-        let colour = [(class * 40 % 256) as u8, (255 - class * 35) as u8, (class * 90 % 256) as u8];
+        let colour = [
+            (class * 40 % 256) as u8,
+            (255 - class * 35) as u8,
+            (class * 90 % 256) as u8,
+        ];
         for view in 0..PER_CLASS {
             let (ox, oy) = (rng.random_range(0..16u32), rng.random_range(0..16u32));
             let image = RgbImage::from_fn(80, 80, |x, y| {
                 let inside = match class % 3 {
                     0 => (20..50).contains(&(x + ox)) && (20..60).contains(&(y + oy)),
-                    1 => (x as i32 - 40 - ox as i32).pow(2) + (y as i32 - 40 - oy as i32).pow(2) < 400,
+                    1 => {
+                        (x as i32 - 40 - ox as i32).pow(2) + (y as i32 - 40 - oy as i32).pow(2)
+                            < 400
+                    }
                     _ => x + y > 60 + ox && x < 70 - oy,
                 };
                 let noise = rng.random_range(0..20u8);
-                if inside { Rgb(colour.map(|c| c.saturating_add(noise))) } else { Rgb([noise, noise, noise]) }
+                if inside {
+                    Rgb(colour.map(|c| c.saturating_add(noise)))
+                } else {
+                    Rgb([noise, noise, noise])
+                }
             });
             image.save(folder.join(format!("view-{view}.png"))).unwrap();
         }
@@ -36,7 +47,10 @@ fn make_catalogue(dir: &Path) {
 }
 
 fn run(program: &Path, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().expect("run the binary");
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .expect("run the binary");
     assert!(
         output.status.success(),
         "{} {args:?} failed:\n{}",
@@ -56,30 +70,84 @@ fn catalogue_images_find_their_own_item_at_distance_zero() {
     let data = format!("folder:{}", catalogue.display());
     let run_dir = dir.path().join("run");
     let bundle = dir.path().join("bundle");
-    run(&trainer, &[
-        "train", "--data", &data, "--out", run_dir.to_str().unwrap(), "--epochs", "2",
-        "--warmup-epochs", "1", "--steps-per-epoch", "2", "--batch", "6", "--images-per-class", "2",
-        "--image-size", "64", "--resize", "72", "--embedding-dim", "128", "--no-eval",
-    ]);
-    let export = run(&trainer, &["export", run_dir.to_str().unwrap(), "--out", bundle.to_str().unwrap()]);
+    run(
+        &trainer,
+        &[
+            "train",
+            "--data",
+            &data,
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch",
+            "6",
+            "--images-per-class",
+            "2",
+            "--image-size",
+            "64",
+            "--resize",
+            "72",
+            "--embedding-dim",
+            "128",
+            "--no-eval",
+        ],
+    );
+    let export = run(
+        &trainer,
+        &[
+            "export",
+            run_dir.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
     let export: serde_json::Value = serde_json::from_str(&export).unwrap();
-    assert!(export["relative_difference"].as_f64().unwrap() <= 1e-4, "{export}");
-    let gallery = run(&trainer, &["gallery", "--bundle", bundle.to_str().unwrap(), "--data", &data, "--runtime", "cpu"]);
+    assert!(
+        export["relative_difference"].as_f64().unwrap() <= 1e-4,
+        "{export}"
+    );
+    let gallery = run(
+        &trainer,
+        &[
+            "gallery",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--data",
+            &data,
+            "--runtime",
+            "cpu",
+        ],
+    );
     let gallery: serde_json::Value = serde_json::from_str(&gallery).unwrap();
     assert_eq!(gallery["added"], CLASSES * PER_CLASS, "{gallery}");
 
     for class in 0..CLASSES {
         let image = catalogue.join(format!("item-{class}/view-1.png"));
-        let out = run(&lookupd, &[
-            "query", "--bundle", bundle.to_str().unwrap(), "--runtime", "cpu", "--k", "5", "--json",
-            image.to_str().unwrap(),
-        ]);
+        let out = run(
+            &lookupd,
+            &[
+                "query",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--runtime",
+                "cpu",
+                "--k",
+                "5",
+                "--json",
+                image.to_str().unwrap(),
+            ],
+        );
         let report: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
         let hits = report["hits"].as_array().unwrap();
         // Its own catalogue entry is among the exact matches (identical codes tie at 0).
-        let own = hits.iter().find(|hit| {
-            hit["distance"] == 0 && hit["sku"] == format!("item-{class}")
-        });
+        let own = hits
+            .iter()
+            .find(|hit| hit["distance"] == 0 && hit["sku"] == format!("item-{class}"));
         assert!(own.is_some(), "item-{class}/view-1.png: {report}");
         assert_eq!(hits[0]["distance"], 0, "{report}");
     }
