@@ -151,4 +151,60 @@ fn catalogue_images_find_their_own_item_at_distance_zero() {
         assert!(own.is_some(), "item-{class}/view-1.png: {report}");
         assert_eq!(hits[0]["distance"], 0, "{report}");
     }
+
+    // A new item appended from a list: found at distance 0 under its SKU, and the bundle,
+    // its manifest hashes updated, passes the device's self-test.
+    let new_image = dir.path().join("new.png");
+    RgbImage::from_fn(90, 70, |x, y| Rgb([(x * 3) as u8, 200, (y * 3) as u8]))
+        .save(&new_image)
+        .unwrap();
+    let list = dir.path().join("new.tsv");
+    std::fs::write(&list, "new-item\tnew.png\n").unwrap();
+    let appended = run(
+        &trainer,
+        &[
+            "gallery",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--images",
+            list.to_str().unwrap(),
+            "--append",
+            "--runtime",
+            "cpu",
+        ],
+    );
+    let appended: serde_json::Value = serde_json::from_str(&appended).unwrap();
+    assert_eq!(appended["added"], 1, "{appended}");
+    assert_eq!(appended["items"], CLASSES * PER_CLASS + 1, "{appended}");
+    let out = run(
+        &lookupd,
+        &[
+            "query",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--runtime",
+            "cpu",
+            "--json",
+            new_image.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(
+        report["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|hit| hit["distance"] == 0 && hit["sku"] == "new-item"),
+        "{report}"
+    );
+    run(
+        &lookupd,
+        &[
+            "selftest",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--runtime",
+            "cpu",
+        ],
+    );
 }
