@@ -118,9 +118,15 @@ impl Trainee {
             mut optimizer,
             mut proxy_optimizer,
         } = self;
-        let pooled = model.backbone.pooled(images);
-        // Cutting the graph at the pooled features also spares the backbone's backward pass.
-        let pooled = if warm { pooled.detach() } else { pooled };
+        // In warm-up the backbone runs untracked (its BatchNorm statistics still update): no
+        // backward through it, and no graph at all. A detached graph is not enough: burn's
+        // autodiff keeps the nodes of a graph no backward pass reaches, and a warm-up epoch then
+        // grew the process by hundreds of megabytes per step.
+        let pooled = if warm {
+            model.backbone.clone().no_grad().pooled(images)
+        } else {
+            model.backbone.pooled(images)
+        };
         let embeddings = l2_normalize(model.head(pooled));
         let loss = criterion.forward(embeddings, labels, subset);
         let mut grads = loss.backward();
