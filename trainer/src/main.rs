@@ -419,16 +419,28 @@ fn evaluate_pretrained(
     let device = backend.device()?;
     let backbone = weights::load_pretrained(kind, None, &device)?;
     let model = trainer::model::EmbeddingModel::new(backbone, kind.features(), &device);
-    let spec: DataSpec = data.parse()?;
-    let dataset = trainer::data::load(&spec)?;
+    let mut value = evaluate_and_dump(&model, &data.parse()?, preprocess, &device, dump)?;
+    value["pretrained"] = serde_json::json!(kind);
+    value["data"] = serde_json::json!(data);
+    Ok(value)
+}
+
+/// Evaluates `model` on the test split of `spec`, writes the dump if asked, and returns the
+/// report as JSON with the image count and the embedding width.
+fn evaluate_and_dump(
+    model: &trainer::model::EmbeddingModel,
+    spec: &DataSpec,
+    preprocess: Preprocess,
+    device: &trainer::burn::tensor::Device,
+    dump: Option<&std::path::Path>,
+) -> Result<serde_json::Value> {
+    let dataset = trainer::data::load(spec)?;
     let (report, embedded) =
-        evaluate::evaluate_model(&model, &dataset, preprocess, spec.kind, &device)?;
+        evaluate::evaluate_model(model, &dataset, preprocess, spec.kind, device)?;
     if let Some(dir) = dump {
         evaluate::dump(dir, &embedded)?;
     }
     let mut value = serde_json::to_value(&report)?;
-    value["pretrained"] = serde_json::json!(kind);
-    value["data"] = serde_json::json!(data);
     value["images"] = serde_json::json!(embedded.labels.len());
     value["embedding_dim"] = serde_json::json!(embedded.dim);
     Ok(value)
@@ -443,19 +455,16 @@ fn evaluate_run(
     let config = train::read_config(run)?;
     let device = backend.unwrap_or(config.backend).device()?;
     let (config, model, epoch) = train::load_model(run, checkpoint, &device)?;
-    let spec = train::data_spec(&config)?;
-    let dataset = trainer::data::load(&spec)?;
     let preprocess = Preprocess::new(config.image_size, config.resize)?;
-    let (report, embedded) =
-        evaluate::evaluate_model(&model, &dataset, preprocess, spec.kind, &device)?;
-    if let Some(dir) = dump {
-        evaluate::dump(dir, &embedded)?;
-    }
-    let mut value = serde_json::to_value(&report)?;
+    let mut value = evaluate_and_dump(
+        &model,
+        &train::data_spec(&config)?,
+        preprocess,
+        &device,
+        dump,
+    )?;
     value["run"] = serde_json::json!(run);
     value["epoch"] = serde_json::json!(epoch);
     value["data"] = serde_json::json!(config.data);
-    value["images"] = serde_json::json!(embedded.labels.len());
-    value["embedding_dim"] = serde_json::json!(embedded.dim);
     Ok(value)
 }
