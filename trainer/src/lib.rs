@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod publish;
+pub mod synth;
 pub mod train;
 pub mod weights;

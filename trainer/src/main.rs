@@ -9,7 +9,7 @@ use trainer::backend::Backend;
 use trainer::config::TrainConfig;
 use trainer::data::{DataSpec, Preprocess};
 use trainer::model::BackboneKind;
-use trainer::{bench, classify, evaluate, publish, train, weights};
+use trainer::{bench, classify, evaluate, publish, synth, train, weights};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,6 +109,34 @@ enum Command {
         /// Inference runtime: auto (GPU if present, else CPU), gpu or cpu.
         #[arg(long, default_value = "auto")]
         runtime: infer::Backend,
+    },
+    /// Synthesise a retail catalogue in the folder layout: per item a clean catalogue shot and
+    /// camera shots (pose, clutter, hand, light, blur, noise), plus split.txt, catalogue.tsv,
+    /// queries.tsv (camera shots of the unseen half) and synth.json. Deterministic by seed.
+    Synth {
+        /// The directory to write: new, empty, or a previous synth output (replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of products; the first half trains, the second half is unseen.
+        #[arg(long, default_value_t = 40)]
+        items: usize,
+        /// Camera shots per product.
+        #[arg(long, default_value_t = 6)]
+        views: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Side of the square images in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        /// Font file for the printed names; default: DejaVu from the system, else bar patterns.
+        #[arg(long)]
+        font: Option<PathBuf>,
+        /// Print names as bar patterns, with no font: identical output on every machine.
+        #[arg(long, conflicts_with = "font")]
+        no_font: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Training speed (images per second) and peak memory of the training step on random
     /// images; prints one JSON line. See trainer/bench/vs_pytorch.sh for the comparison.
@@ -373,6 +401,47 @@ fn run(cli: Cli) -> Result<()> {
             };
             let report = publish::build_gallery(&bundle, &catalogue, append, runtime)?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Synth {
+            out,
+            items,
+            views,
+            seed,
+            size,
+            font,
+            no_font,
+            json,
+        } => {
+            let font = match (font, no_font) {
+                (Some(path), _) => synth::FontChoice::File(path),
+                (None, true) => synth::FontChoice::Bars,
+                (None, false) => synth::FontChoice::System,
+            };
+            let report = synth::synthesize(&synth::SynthOptions {
+                out,
+                items,
+                views,
+                seed,
+                size,
+                font,
+                progress: !json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}: {} items ({} train, {} unseen), {} images at {} px, seed {}, in {:.1} s",
+                    report.out.display(),
+                    report.items,
+                    report.train_items,
+                    report.test_items,
+                    report.images,
+                    report.size,
+                    report.seed,
+                    report.seconds
+                );
+            }
             Ok(())
         }
         Command::Bench {
