@@ -17,5 +17,5 @@ mod store;
 pub use error::{GalleryError, Result};
 pub use format::{Header, MAX_CODE_BITS, MIN_CODE_BITS, SlotState};
 pub use kernels::Kernel;
-pub use search::{Hit, MAX_K, Searcher};
+pub use search::{Hit, KnnScratch, MAX_K, Searcher};
 pub use store::{Gallery, GalleryInfo};

@@ -32,6 +32,7 @@ pub struct Hit {
 }
 
 /// The best `k` hits at distance <= `limit` seen so far (a bounded max-heap).
+#[derive(Debug)]
 struct TopK {
     k: usize,
     limit: u32,
@@ -47,6 +48,13 @@ impl TopK {
             limit,
             heap: BinaryHeap::with_capacity(reserve),
         }
+    }
+
+    /// Empties the heap for a new query, keeping its allocation.
+    fn reset(&mut self, k: usize, limit: u32) {
+        self.k = k;
+        self.limit = limit;
+        self.heap.clear();
     }
 
     /// No hit with a larger distance can enter.
@@ -107,6 +115,23 @@ fn merge(parts: impl IntoIterator<Item = TopK>, k: usize) -> Vec<Hit> {
     hits
 }
 
+/// Buffers for [`Searcher::knn_into`], made once by [`Searcher::knn_scratch`]: with them a query
+/// allocates nothing (the appliance's hot path).
+#[derive(Debug)]
+pub struct KnnScratch {
+    max_k: usize,
+    row_words: usize,
+    words: Vec<u64>,
+    parts: Vec<PartScratch>,
+    hits: Vec<Hit>,
+}
+
+#[derive(Debug)]
+struct PartScratch {
+    top: TopK,
+    distances: Vec<u32>,
+}
+
 /// Runs queries against galleries with one kernel on a fixed pool of threads.
 #[derive(Debug)]
 pub struct Searcher {
@@ -143,12 +168,118 @@ impl Searcher {
     /// With more than one thread, each thread's share is cut into `PARTS_PER_THREAD` contiguous
     /// parts: a core busy with something else then steals less, and the others take its parts.
     fn parts(&self, rows: usize) -> Vec<Range<usize>> {
+        let n = self.part_count(rows);
+        (0..n).map(|i| part_range(rows, i, n)).collect()
+    }
+
+    fn max_parts(&self) -> usize {
         let threads = self.threads();
-        let per_thread = if threads > 1 { PARTS_PER_THREAD } else { 1 };
-        let n = (threads * per_thread)
+        if threads > 1 {
+            threads * PARTS_PER_THREAD
+        } else {
+            1
+        }
+    }
+
+    fn part_count(&self, rows: usize) -> usize {
+        self.max_parts()
             .min(rows.div_ceil(MIN_ROWS_PER_THREAD))
-            .max(1);
-        (0..n).map(|i| rows * i / n..rows * (i + 1) / n).collect()
+            .max(1)
+    }
+
+    /// Buffers for queries of up to `max_k` results against galleries with `gallery`'s code
+    /// width (the gallery may grow afterwards).
+    pub fn knn_scratch(&self, gallery: &Gallery, max_k: usize) -> Result<KnnScratch> {
+        check_k(max_k)?;
+        let row_words = gallery.header().row_words();
+        let block_rows = (SINGLE_BLOCK_BYTES / (row_words * 8)).max(1);
+        let parts = (0..self.max_parts())
+            .map(|_| PartScratch {
+                top: TopK::new(max_k, u32::MAX),
+                distances: vec![0; block_rows],
+            })
+            .collect::<Vec<_>>();
+        Ok(KnnScratch {
+            max_k,
+            row_words,
+            words: vec![0; row_words],
+            hits: Vec::with_capacity(parts.len() * max_k),
+            parts,
+        })
+    }
+
+    /// [`Searcher::knn`] into `scratch`'s buffers: allocates nothing. The hits, ordered by
+    /// (distance, id), stay valid until the next call.
+    pub fn knn_into<'s>(
+        &self,
+        gallery: &Gallery,
+        query: &[u8],
+        k: usize,
+        max_distance: Option<u32>,
+        scratch: &'s mut KnnScratch,
+    ) -> Result<&'s [Hit]> {
+        check_k(k)?;
+        if k > scratch.max_k {
+            return Err(GalleryError::BadK(k));
+        }
+        if gallery.header().row_words() != scratch.row_words {
+            return Err(GalleryError::BadLength {
+                what: "scratch row (made for another code width)",
+                expected: gallery.header().row_words(),
+                actual: scratch.row_words,
+            });
+        }
+        fill_padded_words(gallery, query, "query", &mut scratch.words)?;
+        let limit = max_distance.unwrap_or(u32::MAX);
+        let rows = gallery.len();
+        let n = self.part_count(rows);
+        let words = &scratch.words;
+        let scan = |(i, part): (usize, &mut PartScratch)| {
+            part.top.reset(k, limit);
+            self.scan_rows(
+                gallery,
+                words,
+                part_range(rows, i, n),
+                &mut part.top,
+                &mut part.distances,
+            );
+        };
+        if n == 1 {
+            scan((0, &mut scratch.parts[0]));
+        } else {
+            let parts = &mut scratch.parts[..n];
+            self.pool
+                .install(|| parts.par_iter_mut().enumerate().for_each(scan));
+        }
+        scratch.hits.clear();
+        for part in &mut scratch.parts[..n] {
+            scratch.hits.extend(part.top.heap.drain());
+        }
+        scratch.hits.sort_unstable();
+        scratch.hits.truncate(k);
+        Ok(&scratch.hits)
+    }
+
+    /// Offers rows `part` of `gallery` to `top`, a block of `distances.len()` rows at a time.
+    fn scan_rows(
+        &self,
+        gallery: &Gallery,
+        query: &[u64],
+        part: Range<usize>,
+        top: &mut TopK,
+        distances: &mut [u32],
+    ) {
+        let (rows, ids) = (gallery.row_words_slice(), gallery.ids_bytes());
+        let words = query.len();
+        let mut start = part.start;
+        while start < part.end {
+            let end = (start + distances.len()).min(part.end);
+            let out = &mut distances[..end - start];
+            self.kernel
+                .distances(query, &rows[start * words..end * words], out);
+            top.offer_block(self.kernel, out, start, ids);
+            start = end;
+        }
     }
 
     /// The `k` nearest items to `query` (a code of `gallery.code_bytes()` bytes), ordered by
@@ -186,21 +317,11 @@ impl Searcher {
     }
 
     fn scan_single(&self, gallery: &Gallery, query: &[u64], k: usize, limit: u32) -> Vec<Hit> {
-        let (rows, ids) = (gallery.row_words_slice(), gallery.ids_bytes());
-        let words = query.len();
-        let block_rows = (SINGLE_BLOCK_BYTES / (words * 8)).max(1);
+        let block_rows = (SINGLE_BLOCK_BYTES / (query.len() * 8)).max(1);
         let scan_part = |part: Range<usize>| {
             let mut top = TopK::new(k, limit);
             let mut distances = vec![0u32; block_rows];
-            let mut start = part.start;
-            while start < part.end {
-                let end = (start + block_rows).min(part.end);
-                let out = &mut distances[..end - start];
-                self.kernel
-                    .distances(query, &rows[start * words..end * words], out);
-                top.offer_block(self.kernel, out, start, ids);
-                start = end;
-            }
+            self.scan_rows(gallery, query, part, &mut top, &mut distances);
             top
         };
         let parts = self.parts(gallery.len());
@@ -269,8 +390,25 @@ fn check_k(k: usize) -> Result<()> {
     Ok(())
 }
 
+/// Row `i` of `n` equal parts of `rows`.
+fn part_range(rows: usize, i: usize, n: usize) -> Range<usize> {
+    rows * i / n..rows * (i + 1) / n
+}
+
 /// Copies codes into zero-padded rows of 64-bit words, as the gallery stores them.
 fn padded_words(gallery: &Gallery, codes: &[u8], what: &'static str) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    fill_padded_words(gallery, codes, what, &mut out)?;
+    Ok(out)
+}
+
+/// [`padded_words`] into `out` (resized; no allocation when it already has the capacity).
+fn fill_padded_words(
+    gallery: &Gallery,
+    codes: &[u8],
+    what: &'static str,
+    out: &mut Vec<u64>,
+) -> Result<()> {
     let code_bytes = gallery.code_bytes();
     if codes.is_empty() || !codes.len().is_multiple_of(code_bytes) {
         return Err(GalleryError::BadLength {
@@ -280,13 +418,14 @@ fn padded_words(gallery: &Gallery, codes: &[u8], what: &'static str) -> Result<V
         });
     }
     let words = gallery.header().row_words();
-    let mut out = vec![0u64; codes.len() / code_bytes * words];
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+    out.clear();
+    out.resize(codes.len() / code_bytes * words, 0);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(out.as_mut_slice());
     for (row, code) in bytes
         .chunks_exact_mut(words * 8)
         .zip(codes.chunks_exact(code_bytes))
     {
         row[..code_bytes].copy_from_slice(code);
     }
-    Ok(out)
+    Ok(())
 }

@@ -10,10 +10,16 @@ struct Counting;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Per thread: the test harness's own threads allocate meanwhile. `const`, no destructor:
+    // reading it never allocates.
+    static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 // SAFETY: forwards to the system allocator, only counting.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        CALLS.with(|n| n.set(n.get() + 1));
         let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
         PEAK.fetch_max(now, Ordering::SeqCst);
         // SAFETY: same contract as the caller's.
@@ -29,6 +35,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The counters are process-wide: the tests of this file take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Peak heap growth while `f` runs.
 fn peak_during(f: impl FnOnce()) -> usize {
     let base = CURRENT.load(Ordering::SeqCst);
@@ -39,6 +48,7 @@ fn peak_during(f: impl FnOnce()) -> usize {
 
 #[test]
 fn one_query_uses_kilobytes_of_heap_on_a_large_gallery() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let n = 200_000; // 51 MB of 2048-bit codes
     let codes: Vec<u8> = (0..n * 256)
@@ -64,4 +74,35 @@ fn one_query_uses_kilobytes_of_heap_on_a_large_gallery() {
         });
         assert!(peak < 1 << 20, "k=1000 took {peak} bytes of heap");
     }
+}
+
+#[test]
+fn a_query_with_scratch_buffers_allocates_nothing() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // Small enough for one part, large enough for several blocks.
+    let n: usize = 5_000;
+    let codes: Vec<u8> = (0..n * 256).map(|i| ((i * 40_503) >> 7) as u8).collect();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let g = Gallery::create(dir.path().join("g.gal"), 2048, [0; 32], &codes, &ids).unwrap();
+    let s = Searcher::new(Kernel::best(), 1).unwrap();
+    let mut scratch = s.knn_scratch(&g, 10).unwrap();
+    let query = vec![0x3cu8; 256];
+    let want = s.knn(&g, &query, 10, None).unwrap();
+    let before = CALLS.with(|n| n.get());
+    for _ in 0..100 {
+        let hits = s.knn_into(&g, &query, 10, None, &mut scratch).unwrap();
+        std::hint::black_box(hits);
+    }
+    let calls = CALLS.with(|n| n.get()) - before;
+    assert_eq!(
+        calls, 0,
+        "100 queries with scratch buffers allocated {calls} times"
+    );
+    assert_eq!(
+        s.knn_into(&g, &query, 10, None, &mut scratch).unwrap(),
+        want.as_slice()
+    );
+    let err = s.knn_into(&g, &query, 11, None, &mut scratch).unwrap_err();
+    assert!(err.to_string().contains("11"), "{err}");
 }

@@ -83,6 +83,7 @@ fn knn_equals_brute_force_on_every_kernel() {
         for s in searchers() {
             for k in [1, 10, 100, 1000] {
                 let batch = s.knn_batch(g, &c.queries, k, None).unwrap();
+                let mut scratch = s.knn_scratch(g, k).unwrap();
                 for (qi, q) in c.queries.chunks(cb).enumerate() {
                     let want: Vec<Hit> = reference(g, q).into_iter().take(k).collect();
                     let got = s.knn(g, q, k, None).unwrap();
@@ -93,6 +94,8 @@ fn knn_equals_brute_force_on_every_kernel() {
                     );
                     assert_eq!(got, want, "single {what}");
                     assert_eq!(batch[qi], want, "batch {what}");
+                    let into = s.knn_into(g, q, k, None, &mut scratch).unwrap();
+                    assert_eq!(into, want.as_slice(), "into {what}");
                 }
             }
         }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bundle::{Labels, Manifest, Preprocessor};
-use gallery::{Gallery, MAX_K, Searcher};
+use gallery::{Gallery, KnnScratch, MAX_K, Searcher};
 use image::DynamicImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::enrol;
 use crate::error::{ApplianceError, Result};
@@ -27,7 +27,7 @@ pub struct LookupHit {
 }
 
 /// Whether the frame shows a catalogue item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The top hit is within the maximum distance (or no maximum is set).
@@ -87,7 +87,7 @@ impl Lookup<'_> {
 ///
 /// A lookup ([`Appliance::lookup_rgb8`]) preprocesses the frame into the input buffer, runs the
 /// model into the code buffer, searches the gallery and fills the hits buffer; it allocates
-/// nothing of its own (the gallery search keeps a small heap per thread).
+/// nothing of its own (the model runtime's own allocations are measured in `tests/no_alloc.rs`).
 ///
 /// One process at a time owns a bundle: [`Appliance::enroll`] writes its files.
 #[derive(Debug)]
@@ -98,6 +98,8 @@ pub struct Appliance {
     pub(crate) preprocessor: Preprocessor,
     pub(crate) gallery: Gallery,
     pub(crate) searcher: Searcher,
+    /// The search's buffers, so that a lookup allocates nothing.
+    scratch: KnnScratch,
     pub(crate) labels: Labels,
     /// The SKU of each gallery row.
     pub(crate) skus: Vec<Arc<str>>,
@@ -134,6 +136,9 @@ impl Appliance {
         let mut model = parts::load_model(&dir, &manifest, runtime, max_batch.max(1))?;
         let preprocessor = Preprocessor::new(manifest.preprocess.clone())?;
         let searcher = Searcher::with_defaults().map_err(ApplianceError::Search)?;
+        let scratch = searcher
+            .knn_scratch(&gallery, MAX_K)
+            .map_err(ApplianceError::Search)?;
         let input = vec![0.0; preprocessor.out_len()];
         let mut code = vec![0; manifest.model.code_bits as usize / 8];
         // One run at load, so the first frame is as fast as the others (tract optimises its
@@ -163,6 +168,7 @@ impl Appliance {
             preprocessor,
             gallery,
             searcher,
+            scratch,
             labels,
             skus,
             max_distance: None,
@@ -287,9 +293,9 @@ impl Appliance {
         if !self.gallery.is_empty() {
             let found = self
                 .searcher
-                .knn(&self.gallery, &self.code, k, None)
+                .knn_into(&self.gallery, &self.code, k, None, &mut self.scratch)
                 .map_err(ApplianceError::Search)?;
-            self.hits.extend(found.into_iter().map(|h| LookupHit {
+            self.hits.extend(found.iter().map(|h| LookupHit {
                 id: h.id,
                 sku: self.skus[h.row as usize].clone(),
                 distance: h.distance,

@@ -56,6 +56,14 @@ pub enum ApplianceError {
     #[error("searching the gallery: {0}")]
     Search(GalleryError),
 
+    /// A camera frame that cannot be converted (truncated, corrupt, unsupported format).
+    #[error("{0}")]
+    Frame(String),
+
+    /// A setting of the run configuration is invalid (the message names it).
+    #[error("{0}")]
+    Config(String),
+
     /// A request that cannot be served (the message says why).
     #[error("{0}")]
     Request(String),

@@ -6,15 +6,24 @@
 //!   enrols new items crash-safely ([`Appliance::enroll`], see [`enrol`]).
 //! * [`selftest()`]: every check a bundle must pass, without changing it.
 //!
-//! The camera, the trigger and the report loop build on these.
+//! * [`run()`]: the appliance loop over them: a [`camera`] source, [`trigger`]s, the status
+//!   [`led`], and [`report`]s (JSON lines, serial frames), configured by [`config`].
 
 mod appliance;
+pub mod camera;
+pub mod config;
 pub mod enrol;
 mod error;
+pub mod frame;
+pub mod led;
 mod parts;
+pub mod report;
+mod run;
 mod selftest;
+pub mod trigger;
 
 pub use appliance::{Appliance, Lookup, LookupHit, StageTimings, Verdict};
 pub use enrol::{EnrolItem, EnrolStep, JOURNAL_FILE};
 pub use error::{ApplianceError, Result};
+pub use run::{RunSummary, run};
 pub use selftest::{Check, SelfTestReport, selftest};

@@ -5,6 +5,7 @@ mod appliance_cmd;
 mod gallery_cmd;
 mod model_cmd;
 mod npy;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the appliance: camera, triggers, lookups, reports (JSON lines on stdout), enrolment.
+    Run(Box<run_cmd::RunArgs>),
     /// Name the products in images: embed each and search the bundle's gallery.
     Query(appliance_cmd::QueryArgs),
     /// Check a bundle (hashes, gallery, labels, model, self-test code); exit code 0 only if all
@@ -26,6 +29,8 @@ enum Command {
     Selftest(appliance_cmd::SelftestArgs),
     /// Enrol photographs of a product as new gallery items (one per image), crash-safely.
     Enroll(appliance_cmd::EnrollArgs),
+    /// Read serial report frames (postcard, COBS-delimited) and print them as JSON lines.
+    DecodeSerial(run_cmd::DecodeSerialArgs),
     /// Build, inspect, check and search binary gallery files.
     #[command(subcommand)]
     Gallery(gallery_cmd::GalleryCommand),
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run_cmd::run(*args),
+        Command::DecodeSerial(args) => run_cmd::decode_serial(args),
         Command::Query(args) => appliance_cmd::query(args),
         Command::Selftest(args) => appliance_cmd::selftest(args),
         Command::Enroll(args) => appliance_cmd::enroll(args),
