@@ -193,21 +193,24 @@ struct Ranges {
     blur: (f32, f32),
     noise: (f32, f32),
     jpeg: f64,
+    /// Clutter objects on the surface.
+    objects: (usize, usize),
 }
 
 const RANGES: Ranges = Ranges {
-    scale: (0.5, 1.0),
-    roll: 0.45,
-    yaw: 0.6,
-    pitch: 0.45,
-    offset: 0.18,
-    hand: 0.7,
-    gain: (0.6, 1.3),
-    gradient: 0.35,
-    white_balance: 0.16,
-    blur: (0.2, 1.4),
-    noise: (0.006, 0.035),
+    scale: (0.6, 1.05),
+    roll: 0.4,
+    yaw: 0.55,
+    pitch: 0.4,
+    offset: 0.15,
+    hand: 0.6,
+    gain: (0.65, 1.3),
+    gradient: 0.3,
+    white_balance: 0.14,
+    blur: (0.2, 1.3),
+    noise: (0.006, 0.03),
     jpeg: 0.5,
+    objects: (4, 14),
 };
 
 /// A camera shot: a random pose over a cluttered surface, often a hand holding the product,
@@ -382,7 +385,7 @@ fn clutter(size: usize, glyphs: &Glyphs, rng: &mut StdRng) -> Canvas {
         Some((scale(base, 1.0 + contrast * k), 1.0))
     });
 
-    let objects = rng.random_range(6..20);
+    let objects = rng.random_range(RANGES.objects.0..RANGES.objects.1);
     for _ in 0..objects {
         let colour = random_colour(rng);
         let c = [
