@@ -104,57 +104,15 @@ impl Labels {
     /// Parses the bytes of a `labels.tsv`; `path` only names the source in errors.
     pub fn parse(bytes: &[u8], path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let err = |line: usize, message: String| BundleError::Labels {
-            path: path.to_owned(),
-            line,
-            message,
-        };
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            let line = 1 + bytes[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            err(line, "not UTF-8".into())
-        })?;
-        let body = text.strip_suffix('\n').unwrap_or(text);
-        let mut lines = body.split('\n').enumerate().map(|(i, l)| (i + 1, l));
-        match lines.next() {
-            Some((_, LABELS_HEADER)) => {}
-            Some((n, other)) if !(n == 1 && other.is_empty() && text.is_empty()) => {
-                return Err(err(
-                    n,
-                    format!("header is {other:?}, expected {LABELS_HEADER:?}"),
-                ));
-            }
-            _ => return Err(err(1, "empty file: no header line".into())),
-        }
         let mut labels = Self::new();
         let mut line_of: HashMap<u64, usize> = HashMap::new();
-        for (n, line) in lines {
-            if line.contains('\r') {
-                return Err(err(
-                    n,
-                    "carriage return (the file must use \\n line ends)".into(),
-                ));
-            }
-            let fields: Vec<&str> = line.split('\t').collect();
-            let [id, sku, source] = fields[..] else {
-                return Err(err(
-                    n,
-                    format!(
-                        "{} tab-separated fields, expected 3 (id, sku, source)",
-                        fields.len()
-                    ),
-                ));
-            };
-            let id: u64 = id
-                .parse()
-                .map_err(|_| err(n, format!("id {id:?} is not a decimal u64")))?;
-            if sku.is_empty() {
-                return Err(err(n, format!("item {id} has an empty sku")));
-            }
+        parse_rows(bytes, path, |n, id, sku, source| {
             if let Some(first) = line_of.insert(id, n) {
-                return Err(err(n, format!("item {id} is already on line {first}")));
+                return Err(labels_error(
+                    path,
+                    n,
+                    format!("item {id} is already on line {first}"),
+                ));
             }
             labels
                 .push(LabelRow {
@@ -162,8 +120,8 @@ impl Labels {
                     sku: sku.to_owned(),
                     source: source.to_owned(),
                 })
-                .map_err(|e| err(n, e.to_string()))?;
-        }
+                .map_err(|e| labels_error(path, n, e.to_string()))
+        })?;
         Ok(labels)
     }
 
@@ -182,6 +140,75 @@ impl Labels {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         write_atomic(path, self.to_tsv().as_bytes())
     }
+}
+
+fn labels_error(path: &Path, line: usize, message: String) -> BundleError {
+    BundleError::Labels {
+        path: path.to_owned(),
+        line,
+        message,
+    }
+}
+
+/// Checks the bytes of a `labels.tsv` row by row without keeping them: the header, UTF-8, line
+/// ends, three fields, a decimal id, a non-empty SKU. Calls `row(line, id, sku, source)` for each
+/// row (1-based line numbers); uniqueness of ids is the caller's to check. Errors name the line.
+///
+/// A device with a million items reads its labels this way, into a compact table.
+pub fn parse_rows(
+    bytes: &[u8],
+    path: impl AsRef<Path>,
+    mut row: impl FnMut(usize, u64, &str, &str) -> Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let err = |line: usize, message: String| labels_error(path, line, message);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        err(line, "not UTF-8".into())
+    })?;
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let mut lines = body.split('\n').enumerate().map(|(i, l)| (i + 1, l));
+    match lines.next() {
+        Some((_, LABELS_HEADER)) => {}
+        Some((n, other)) if !(n == 1 && other.is_empty() && text.is_empty()) => {
+            return Err(err(
+                n,
+                format!("header is {other:?}, expected {LABELS_HEADER:?}"),
+            ));
+        }
+        _ => return Err(err(1, "empty file: no header line".into())),
+    }
+    for (n, line) in lines {
+        if line.contains('\r') {
+            return Err(err(
+                n,
+                "carriage return (the file must use \\n line ends)".into(),
+            ));
+        }
+        let mut fields = line.split('\t');
+        let (Some(id), Some(sku), Some(source), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(err(
+                n,
+                format!(
+                    "{} tab-separated fields, expected 3 (id, sku, source)",
+                    line.split('\t').count()
+                ),
+            ));
+        };
+        let id: u64 = id
+            .parse()
+            .map_err(|_| err(n, format!("id {id:?} is not a decimal u64")))?;
+        if sku.is_empty() {
+            return Err(err(n, format!("item {id} has an empty sku")));
+        }
+        row(n, id, sku, source)?;
+    }
+    Ok(())
 }
 
 fn check_field(id: u64, field: &'static str, value: &str) -> Result<()> {

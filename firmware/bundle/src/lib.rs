@@ -27,7 +27,7 @@ mod selftest;
 pub use error::{BundleError, Result};
 pub use fsutil::{sha256_file, write_atomic};
 pub use hex::{from_hex, to_hex};
-pub use labels::{LABELS_HEADER, LabelRow, Labels};
+pub use labels::{LABELS_HEADER, LabelRow, Labels, parse_rows};
 pub use manifest::{
     BUNDLE_FILES, FILTER_TRIANGLE, FORMAT_VERSION, FileEntry, Manifest, ModelSpec, PreprocessSpec,
     Provenance, SelfTest, json_to_toml,

@@ -1,25 +1,25 @@
 //! [`Appliance`]: an opened, verified bundle, ready to name frames and enrol items.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use bundle::{Labels, Manifest, Preprocessor};
-use gallery::{Gallery, KnnScratch, MAX_K, Searcher};
+use bundle::{Manifest, Preprocessor};
+use gallery::{Gallery, Hit, KnnScratch, MAX_K, Searcher};
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
 use crate::enrol;
 use crate::error::{ApplianceError, Result};
 use crate::parts;
+use crate::skus::{self, SkuTable};
 
 /// One item of a lookup's result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LookupHit {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupHit<'a> {
     /// The item's id (in the gallery and `labels.tsv`).
     pub id: u64,
     /// Its SKU, from `labels.tsv`.
-    pub sku: Arc<str>,
+    pub sku: &'a str,
     /// Hamming distance between the frame's code and the item's.
     pub distance: u32,
     /// The item's row in the gallery file.
@@ -62,8 +62,8 @@ pub struct StageTimings {
 /// The result of one lookup: borrowed from the [`Appliance`] until its next call.
 #[derive(Clone, Copy, Debug)]
 pub struct Lookup<'a> {
-    /// The `k` nearest items, ordered by (distance, id); fewer if the gallery is smaller.
-    pub hits: &'a [LookupHit],
+    found: &'a [Hit],
+    skus: &'a SkuTable,
     /// [`Verdict::Unknown`] when there is no hit or the top hit is beyond the maximum distance.
     pub verdict: Verdict,
     /// Per-stage timings.
@@ -72,11 +72,27 @@ pub struct Lookup<'a> {
     pub code: &'a [u8],
 }
 
-impl Lookup<'_> {
+impl<'a> Lookup<'a> {
+    /// The `k` nearest items, ordered by (distance, id); fewer if the gallery is smaller.
+    pub fn hits(&self) -> impl ExactSizeIterator<Item = LookupHit<'a>> + Clone + use<'a> {
+        let skus = self.skus;
+        self.found.iter().map(move |h| LookupHit {
+            id: h.id,
+            sku: skus.get(h.row as usize),
+            distance: h.distance,
+            row: h.row,
+        })
+    }
+
+    /// The `i`-th nearest item.
+    pub fn hit(&self, i: usize) -> Option<LookupHit<'a>> {
+        self.hits().nth(i)
+    }
+
     /// The top hit, unless the verdict is [`Verdict::Unknown`].
-    pub fn known(&self) -> Option<&LookupHit> {
+    pub fn known(&self) -> Option<LookupHit<'a>> {
         match self.verdict {
-            Verdict::Known => self.hits.first(),
+            Verdict::Known => self.hit(0),
             Verdict::Unknown => None,
         }
     }
@@ -100,14 +116,15 @@ pub struct Appliance {
     pub(crate) searcher: Searcher,
     /// The search's buffers, so that a lookup allocates nothing.
     scratch: KnnScratch,
-    pub(crate) labels: Labels,
     /// The SKU of each gallery row.
-    pub(crate) skus: Vec<Arc<str>>,
+    pub(crate) skus: SkuTable,
+    /// The largest id labelled: enrolled items are numbered after it.
+    pub(crate) max_id: Option<u64>,
     /// One preprocessed frame, `3 x size x size` floats.
     pub(crate) input: Vec<f32>,
     /// One packed code, `code_bits / 8` bytes.
     pub(crate) code: Vec<u8>,
-    hits: Vec<LookupHit>,
+    hits: Vec<Hit>,
     max_distance: Option<u32>,
 }
 
@@ -131,8 +148,7 @@ impl Appliance {
         parts::require_listed(&dir, &manifest)?;
         let model_hash = parts::model_hash(&dir, &manifest)?;
         let gallery = parts::open_gallery(&dir, &manifest, &model_hash)?;
-        let labels = parts::read_labels(&dir)?;
-        let skus = parts::skus_by_row(&dir, &gallery, &labels, &[])?;
+        let labels = skus::read(&dir, &gallery, &[])?;
         let mut model = parts::load_model(&dir, &manifest, runtime, max_batch.max(1))?;
         let preprocessor = Preprocessor::new(manifest.preprocess.clone())?;
         let searcher = Searcher::with_defaults().map_err(ApplianceError::Search)?;
@@ -169,8 +185,8 @@ impl Appliance {
             gallery,
             searcher,
             scratch,
-            labels,
-            skus,
+            skus: labels.skus,
+            max_id: labels.max_id,
             max_distance: None,
         })
     }
@@ -200,11 +216,6 @@ impl Appliance {
     /// The bundle's manifest (its file hashes are updated by enrolment).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
-    }
-
-    /// The labels, enrolled items included.
-    pub fn labels(&self) -> &Labels {
-        &self.labels
     }
 
     /// Items in the gallery.
@@ -295,12 +306,7 @@ impl Appliance {
                 .searcher
                 .knn_into(&self.gallery, &self.code, k, None, &mut self.scratch)
                 .map_err(ApplianceError::Search)?;
-            self.hits.extend(found.iter().map(|h| LookupHit {
-                id: h.id,
-                sku: self.skus[h.row as usize].clone(),
-                distance: h.distance,
-                row: h.row,
-            }));
+            self.hits.extend_from_slice(found);
         }
         let search = micros(t.elapsed());
         let verdict = match (self.hits.first(), self.max_distance) {
@@ -309,7 +315,8 @@ impl Appliance {
             _ => Verdict::Known,
         };
         Ok(Lookup {
-            hits: &self.hits,
+            found: &self.hits,
+            skus: &self.skus,
             verdict,
             timings: StageTimings {
                 preprocess,

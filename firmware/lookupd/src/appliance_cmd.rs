@@ -97,11 +97,10 @@ fn print_lookup(image: &Path, lookup: &Lookup<'_>, json: bool) -> Result<()> {
         let line = JsonLookup {
             image: image.display().to_string(),
             hits: lookup
-                .hits
-                .iter()
+                .hits()
                 .map(|h| JsonHit {
                     id: h.id,
-                    sku: &h.sku,
+                    sku: h.sku,
                     distance: h.distance,
                 })
                 .collect(),
@@ -111,8 +110,7 @@ fn print_lookup(image: &Path, lookup: &Lookup<'_>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&line)?);
     } else {
         let hits: Vec<String> = lookup
-            .hits
-            .iter()
+            .hits()
             .map(|h| format!("{} (id {}) @{}", h.sku, h.id, h.distance))
             .collect();
         let t = lookup.timings;

@@ -34,7 +34,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bundle::{BundleError, FileEntry, GALLERY_FILE, LABELS_FILE, LabelRow, Labels, Manifest};
 use gallery::Gallery;
@@ -45,6 +44,7 @@ use sha2::{Digest, Sha256};
 use crate::appliance::Appliance;
 use crate::error::{ApplianceError, Result};
 use crate::parts;
+use crate::skus;
 
 /// File name of the enrolment journal inside a bundle (not listed in the manifest).
 pub const JOURNAL_FILE: &str = "enroll.journal";
@@ -456,7 +456,7 @@ impl Appliance {
             recover(&self.dir)?;
             self.reload()?;
         }
-        let first = match self.labels.rows().iter().map(|r| r.id).max() {
+        let first = match self.max_id {
             None => 0,
             Some(max) => max.checked_add(1).ok_or_else(|| {
                 ApplianceError::Request(format!("no id left after {max} for a new item"))
@@ -537,10 +537,10 @@ impl Appliance {
                 error,
             })?;
         // Committed: lookups see the items from now on.
-        for row in rows {
-            self.skus.push(Arc::from(row.sku.as_str()));
-            self.labels.push(row)?;
+        for row in &rows {
+            self.skus.push(&row.sku)?;
         }
+        self.max_id = ids.last().copied().or(self.max_id);
         if stop == Some(EnrolStep::Gallery) {
             return Ok(ids);
         }
@@ -574,12 +574,11 @@ impl Appliance {
         }
         let model_hash = parts::model_hash(&self.dir, &manifest)?;
         let gallery = parts::open_gallery(&self.dir, &manifest, &model_hash)?;
-        let labels = parts::read_labels(&self.dir)?;
-        let skus = parts::skus_by_row(&self.dir, &gallery, &labels, &[])?;
+        let labels = skus::read(&self.dir, &gallery, &[])?;
         self.manifest = manifest;
         self.gallery = gallery;
-        self.labels = labels;
-        self.skus = skus;
+        self.skus = labels.skus;
+        self.max_id = labels.max_id;
         Ok(())
     }
 }

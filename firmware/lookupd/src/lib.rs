@@ -20,6 +20,7 @@ mod parts;
 pub mod report;
 mod run;
 mod selftest;
+mod skus;
 pub mod trigger;
 
 pub use appliance::{Appliance, Lookup, LookupHit, StageTimings, Verdict};

@@ -1,11 +1,9 @@
 //! Opening the parts of a bundle one by one, each checked against the manifest; shared by
 //! [`crate::Appliance::open`] and [`crate::selftest`].
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use bundle::{BundleError, GALLERY_FILE, LABELS_FILE, LabelRow, Labels, Manifest};
+use bundle::{BundleError, GALLERY_FILE, LABELS_FILE, Manifest};
 use gallery::Gallery;
 use infer::{Backend, LoadOptions, Model};
 
@@ -78,39 +76,6 @@ pub(crate) fn open_gallery(
         });
     }
     Ok(gallery)
-}
-
-/// Reads `labels.tsv`.
-pub(crate) fn read_labels(dir: &Path) -> Result<Labels> {
-    Ok(Labels::read(dir.join(LABELS_FILE))?)
-}
-
-/// The SKU of every gallery row, from `labels` and then `pending` (rows of an enrolment not yet
-/// in the file); an item without a label is an error naming the labels file and the id.
-pub(crate) fn skus_by_row(
-    dir: &Path,
-    gallery: &Gallery,
-    labels: &Labels,
-    pending: &[LabelRow],
-) -> Result<Vec<Arc<str>>> {
-    let by_id: HashMap<u64, Arc<str>> = labels
-        .rows()
-        .iter()
-        .chain(pending)
-        .map(|row| (row.id, Arc::from(row.sku.as_str())))
-        .collect();
-    (0..gallery.len())
-        .map(|row| {
-            let id = gallery.id(row);
-            by_id
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| ApplianceError::Unlabelled {
-                    path: dir.join(LABELS_FILE),
-                    id,
-                })
-        })
-        .collect()
 }
 
 /// Loads the model with the input size of the manifest and checks its interface against the

@@ -88,9 +88,9 @@ impl LookupReport {
         push_truncated(&mut self.frame, frame);
         self.verdict = lookup.verdict;
         self.hits.clear();
-        for hit in lookup.hits.iter().take(REPORT_HITS) {
+        for hit in lookup.hits().take(REPORT_HITS) {
             let mut sku = heapless::String::new();
-            push_truncated(&mut sku, &hit.sku);
+            push_truncated(&mut sku, hit.sku);
             // Cannot fail: at most REPORT_HITS are taken.
             let _ = self.hits.push(ReportHit {
                 id: hit.id,

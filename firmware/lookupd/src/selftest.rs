@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::enrol::{self, Pending};
 use crate::parts;
+use crate::skus;
 
 /// One check of the self-test.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -137,25 +138,27 @@ pub fn selftest(dir: impl AsRef<Path>, runtime: infer::Backend) -> SelfTestRepor
         }
     };
 
-    let labels = parts::read_labels(dir).and_then(|labels| {
-        let extra = pending
-            .as_ref()
-            .map(Pending::unwritten_labels)
-            .unwrap_or_default();
-        match &gallery {
-            Some(g) => parts::skus_by_row(dir, g, &labels, &extra).map(|_| {
+    let extra = pending
+        .as_ref()
+        .map(Pending::unwritten_labels)
+        .unwrap_or_default();
+    let labels = match &gallery {
+        Some(g) => skus::read(dir, g, &extra).map(|labels| {
+            format!(
+                "{} labelled; every one of the {} gallery items has a label",
+                labels.skus.len(),
+                g.len()
+            )
+        }),
+        None => bundle::Labels::read(dir.join(bundle::LABELS_FILE))
+            .map(|labels| {
                 format!(
-                    "{} rows; every one of the {} gallery items is labelled",
-                    labels.len() + extra.len(),
-                    g.len()
+                    "{} rows (not compared with the gallery, which did not open)",
+                    labels.len()
                 )
-            }),
-            None => Ok(format!(
-                "{} rows (not compared with the gallery, which did not open)",
-                labels.len()
-            )),
-        }
-    });
+            })
+            .map_err(Into::into),
+    };
     report.push("labels", labels.map_err(|e| e.to_string()));
 
     let model = match parts::load_model(dir, &manifest, runtime, 1) {

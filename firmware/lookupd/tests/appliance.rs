@@ -12,6 +12,27 @@ use image::DynamicImage;
 use infer::Backend;
 use lookupd::{Appliance, EnrolItem, EnrolStep, JOURNAL_FILE, Verdict, selftest};
 
+/// A hit that outlives the lookup (which borrows the appliance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OwnedHit {
+    id: u64,
+    sku: String,
+    distance: u32,
+    row: u64,
+}
+
+fn owned(found: &lookupd::Lookup<'_>) -> Vec<OwnedHit> {
+    found
+        .hits()
+        .map(|h| OwnedHit {
+            id: h.id,
+            sku: h.sku.to_string(),
+            distance: h.distance,
+            row: h.row,
+        })
+        .collect()
+}
+
 fn open(b: &TestBundle) -> Appliance {
     Appliance::open(b.dir(), Backend::Cpu, 1).unwrap()
 }
@@ -25,6 +46,35 @@ fn refused(b: &TestBundle, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "expected {n:?} in: {err}");
     }
+}
+
+#[test]
+fn labels_in_another_order_than_the_gallery_still_name_each_item() {
+    let b = build_bundle();
+    // labels.tsv reversed, with a row for an item the gallery does not hold.
+    let path = b.file(bundle::LABELS_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    lines.push("999\tNOT-IN-GALLERY\t");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut manifest = b.manifest();
+    manifest.record_file(b.dir(), bundle::LABELS_FILE).unwrap();
+    manifest.write(b.dir()).unwrap();
+    let mut a = open(&b);
+    for item in &b.items {
+        let found = a
+            .lookup_image(&DynamicImage::ImageRgb8(item.image.clone()), 1)
+            .unwrap();
+        let top = found.hit(0).unwrap();
+        assert_eq!((top.id, top.sku), (item.id, item.sku.as_str()));
+    }
+    // Enrolled items are numbered after the largest id labelled, 999.
+    let (new, _) = b.new_image(5);
+    assert_eq!(
+        a.enroll("NEW", &DynamicImage::ImageRgb8(new)).unwrap(),
+        1000
+    );
 }
 
 #[test]
@@ -43,12 +93,12 @@ fn every_catalogue_image_finds_itself_at_distance_zero() {
             )
             .unwrap();
         assert_eq!(found.verdict, Verdict::Known);
-        assert_eq!(found.hits.len(), 3);
-        let top = &found.hits[0];
+        assert_eq!(found.hits().len(), 3);
+        let top = found.hit(0).unwrap();
         assert_eq!((top.id, top.distance), (item.id, 0), "{}", item.sku);
-        assert_eq!(&*top.sku, item.sku);
+        assert_eq!(top.sku, item.sku);
         assert_eq!(found.known().unwrap().id, item.id);
-        let order: Vec<(u32, u64)> = found.hits.iter().map(|h| (h.distance, h.id)).collect();
+        let order: Vec<(u32, u64)> = found.hits().map(|h| (h.distance, h.id)).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
         let t = found.timings;
         assert!(t.total >= t.preprocess.max(t.infer).max(t.search), "{t:?}");
@@ -60,9 +110,12 @@ fn every_catalogue_image_finds_itself_at_distance_zero() {
     let found = a
         .lookup_image(&DynamicImage::ImageRgba8(rgba), ITEMS + 10)
         .unwrap();
-    assert_eq!((found.hits[0].id, found.hits[0].distance), (item.id, 0));
     assert_eq!(
-        found.hits.len(),
+        (found.hit(0).unwrap().id, found.hit(0).unwrap().distance),
+        (item.id, 0)
+    );
+    assert_eq!(
+        found.hits().len(),
         ITEMS,
         "k beyond the gallery gives every item"
     );
@@ -74,7 +127,7 @@ fn the_verdict_is_unknown_beyond_the_maximum_distance() {
     let mut a = open(&b);
     let (stranger, _) = b.new_image(77);
     let stranger = DynamicImage::ImageRgb8(stranger);
-    let top = a.lookup_image(&stranger, 1).unwrap().hits[0].clone();
+    let top = owned(&a.lookup_image(&stranger, 1).unwrap())[0].clone();
     assert!(top.distance > 0);
     assert_eq!(a.max_distance(), None);
     assert_eq!(
@@ -85,7 +138,7 @@ fn the_verdict_is_unknown_beyond_the_maximum_distance() {
     let found = a.lookup_image(&stranger, 1).unwrap();
     assert_eq!(found.verdict, Verdict::Unknown);
     assert!(found.known().is_none());
-    assert_eq!(found.hits[0], top, "the hits are still reported");
+    assert_eq!(owned(&found)[0], top, "the hits are still reported");
     let mut a = a.with_max_distance(Some(top.distance));
     assert_eq!(
         a.lookup_image(&stranger, 1).unwrap().verdict,
@@ -114,8 +167,11 @@ fn an_enrolled_item_is_found_at_once_and_after_reopening() {
     assert_eq!(id, max_id + 1);
     assert_eq!(a.len(), ITEMS + 1);
     let found = a.lookup_image(&new, 2).unwrap();
-    assert_eq!((found.hits[0].id, found.hits[0].distance), (id, 0));
-    assert_eq!(&*found.hits[0].sku, "NEW-SKU");
+    assert_eq!(
+        (found.hit(0).unwrap().id, found.hit(0).unwrap().distance),
+        (id, 0)
+    );
+    assert_eq!(found.hit(0).unwrap().sku, "NEW-SKU");
     // The bundle verifies as it is, with no journal left.
     Manifest::open(b.dir()).unwrap();
     assert!(!b.file(JOURNAL_FILE).exists());
@@ -123,13 +179,19 @@ fn an_enrolled_item_is_found_at_once_and_after_reopening() {
     assert_eq!(labels.get(id).unwrap().sku, "NEW-SKU");
     // Old items are still found.
     let old = DynamicImage::ImageRgb8(b.items[4].image.clone());
-    assert_eq!(a.lookup_image(&old, 1).unwrap().hits[0].id, b.items[4].id);
+    assert_eq!(
+        a.lookup_image(&old, 1).unwrap().hit(0).unwrap().id,
+        b.items[4].id
+    );
 
     // Two more at once, after reopening.
     drop(a);
     let mut a = open(&b);
     let found = a.lookup_image(&new, 1).unwrap();
-    assert_eq!((found.hits[0].id, found.hits[0].distance), (id, 0));
+    assert_eq!(
+        (found.hit(0).unwrap().id, found.hit(0).unwrap().distance),
+        (id, 0)
+    );
     let (x, _) = b.new_image(6);
     let (y, _) = b.new_image(7);
     let (x, y) = (DynamicImage::ImageRgb8(x), DynamicImage::ImageRgb8(y));
@@ -149,7 +211,7 @@ fn an_enrolled_item_is_found_at_once_and_after_reopening() {
         .unwrap();
     assert_eq!(ids, [id + 1, id + 2]);
     for (image, id, sku) in [(&x, id + 1, "X"), (&y, id + 2, "Y")] {
-        let hit = a.lookup_image(image, 1).unwrap().hits[0].clone();
+        let hit = owned(&a.lookup_image(image, 1).unwrap())[0].clone();
         assert_eq!((hit.id, hit.distance, &*hit.sku), (id, 0, sku));
     }
     drop(a);
@@ -205,7 +267,7 @@ fn an_interrupted_enrolment_is_completed_by_the_next_open() {
         assert!(!b.file(JOURNAL_FILE).exists(), "{step:?}");
         Manifest::open(b.dir()).unwrap();
         assert_eq!(a.len(), ITEMS + 1, "{step:?}");
-        let hit = a.lookup_image(&new, 1).unwrap().hits[0].clone();
+        let hit = owned(&a.lookup_image(&new, 1).unwrap())[0].clone();
         assert_eq!((hit.id, hit.distance, &*hit.sku), (ids[0], 0, "LATE"));
         assert_eq!(Labels::read(b.file(LABELS_FILE)).unwrap().len(), ITEMS + 1);
         drop(a);
@@ -232,7 +294,7 @@ fn a_failed_enrolment_is_completed_by_the_next_one() {
             EnrolStep::Gallery,
         )
         .unwrap()[0];
-    let hit = a.lookup_image(&x, 1).unwrap().hits[0].clone();
+    let hit = owned(&a.lookup_image(&x, 1).unwrap())[0].clone();
     assert_eq!((hit.id, hit.distance), (first, 0));
     let second = a.enroll("Y", &y).unwrap();
     assert_eq!(second, first + 1);
@@ -242,7 +304,7 @@ fn a_failed_enrolment_is_completed_by_the_next_one() {
     let mut a = open(&b);
     assert_eq!(a.len(), ITEMS + 2);
     for (image, id) in [(&x, first), (&y, second)] {
-        let hit = a.lookup_image(image, 1).unwrap().hits[0].clone();
+        let hit = owned(&a.lookup_image(image, 1).unwrap())[0].clone();
         assert_eq!((hit.id, hit.distance), (id, 0));
     }
 }
@@ -501,10 +563,10 @@ fn an_empty_gallery_knows_nothing_until_an_enrolment() {
     assert!(a.is_empty());
     let first = DynamicImage::ImageRgb8(b.items[0].image.clone());
     let found = a.lookup_image(&first, 5).unwrap();
-    assert!(found.hits.is_empty());
+    assert_eq!(found.hits().len(), 0);
     assert_eq!(found.verdict, Verdict::Unknown);
     assert_eq!(a.enroll("FIRST", &first).unwrap(), 0);
-    let hit = a.lookup_image(&first, 5).unwrap().hits.to_vec();
+    let hit = owned(&a.lookup_image(&first, 5).unwrap());
     assert_eq!(hit.len(), 1);
     assert_eq!((hit[0].id, hit[0].distance, &*hit[0].sku), (0, 0, "FIRST"));
     drop(a);

@@ -76,7 +76,7 @@ fn a_lookup_allocates_nothing_beyond_the_model_runtime() {
         let lookup: Lookup<'_> = appliance
             .lookup_rgb8(frame.width, frame.height, &frame.rgb, 5)
             .unwrap();
-        assert_eq!(lookup.hits[0].sku.as_ref(), b.items[3].sku.as_str());
+        assert_eq!(lookup.hit(0).unwrap().sku, b.items[3].sku.as_str());
         let (m, ()) = allocations(|| {
             report.fill(seq, 1, "gpio:gpiochip0:17", &frame.label, 10, &lookup);
             report::write_line(&mut sink, &mut json, &Line::Lookup(&report)).unwrap();
