@@ -93,8 +93,12 @@ pub fn stub_lookupd(passes: bool) -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The real `lookupd`, built by cargo (dev profile) into this workspace's target directory.
+/// The real `lookupd`, built by cargo (dev profile) into this workspace's target directory;
+/// `FLASH_TEST_LOOKUPD=PATH` names a prebuilt one instead (while lookupd is being changed).
 pub fn real_lookupd() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLASH_TEST_LOOKUPD") {
+        return PathBuf::from(path);
+    }
     let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)

@@ -1,0 +1,180 @@
+//! Deploys to a `dir:` target with the real lookupd: the first deploy, an update into the other
+//! slot, a resumed deploy, dry-run, status, rollback, and a failing self-test rolled back.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    public: PathBuf,
+    v1: PathBuf,
+    v2: PathBuf,
+    broken: PathBuf,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = keys(dir.path(), "main");
+        let lookupd = real_lookupd();
+        let mut archives = Vec::new();
+        for (name, broken) in [("v1", false), ("v2", false), ("broken", true)] {
+            let bundle = dir.path().join(format!("bundle-{name}"));
+            bundle_fixture::build_bundle(&bundle, name);
+            if broken {
+                bundle_fixture::break_selftest(&bundle);
+            }
+            let archive = dir.path().join(format!("{name}.flash"));
+            pack(&bundle, &private, &lookupd, name, &archive);
+            archives.push(archive);
+        }
+        let root = dir.path().join("device");
+        fs::create_dir_all(&root).unwrap();
+        let [v1, v2, broken] = archives.try_into().unwrap();
+        Fixture {
+            dir,
+            public,
+            v1,
+            v2,
+            broken,
+            root,
+        }
+    }
+    fn target(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+}
+
+fn deploy(archive: &Path, target: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "deploy",
+        archive.to_str().unwrap(),
+        "--to",
+        target,
+        "--json",
+    ];
+    args.extend(extra);
+    flash_json(&args)
+}
+
+fn status(target: &str) -> serde_json::Value {
+    flash_json(&["status", "--to", target, "--json"])
+}
+
+#[test]
+fn deploy_update_resume_dry_run_status_rollback_and_a_failing_selftest() {
+    let f = Fixture::new();
+    let t = f.target();
+
+    // Dry run on an empty target: a plan, nothing written.
+    let plan = deploy(
+        &f.v1,
+        &t,
+        &["--trust-key", f.public.to_str().unwrap(), "--dry-run"],
+    );
+    assert_eq!(plan["result"], "planned");
+    assert_eq!(plan["install_key"], true);
+    assert!(
+        fs::read_dir(&f.root).unwrap().next().is_none(),
+        "dry run wrote"
+    );
+
+    // First deploy: slot a, key installed, self-test passed.
+    let r = deploy(&f.v1, &t, &["--trust-key", f.public.to_str().unwrap()]);
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["slot"], "a");
+    assert_eq!(r["selftest"]["passed"], true);
+    assert_eq!(assert_current_verifies(&f.root), "a");
+    assert_eq!(
+        fs::read_to_string(f.root.join("trusted.pub")).unwrap(),
+        fs::read_to_string(&f.public).unwrap()
+    );
+
+    // The update goes to slot b; only files that differ are counted as writes there (all, the
+    // slot being empty).
+    let r = deploy(&f.v2, &t, &[]);
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["slot"], "b");
+    assert_eq!(r["previous"], "a");
+    assert_eq!(assert_current_verifies(&f.root), "b");
+    assert_slot_verifies(&f.root, "a");
+
+    let s = status(&t);
+    assert_eq!(s["active"], "b");
+    assert_eq!(s["good"], "b");
+    assert_eq!(s["unconfirmed"], serde_json::Value::Null);
+    assert_eq!(s["slots"][0]["version"], "v1");
+    assert_eq!(s["slots"][1]["version"], "v2");
+    assert_eq!(s["slots"][0]["verified"], true);
+    assert_eq!(s["slots"][1]["verified"], true);
+    assert_eq!(
+        s["slots"][1]["files"]["bin/lookupd"].as_str().unwrap(),
+        sha256(&f.root.join("slots/b/bin/lookupd"))
+    );
+    assert_eq!(s["last"]["result"], "passed");
+    let human = flash_ok(&["status", "--to", &t]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("* slot b: v2 verified"), "{human}");
+
+    // v1 again goes into slot a, which holds it already: every file kept (a resume).
+    let r = deploy(&f.v1, &t, &[]);
+    assert_eq!(r["slot"], "a");
+    assert!(
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["action"] == "keep"),
+        "{r:#}"
+    );
+    assert_eq!(assert_current_verifies(&f.root), "a");
+
+    // Rollback: to b (v2), which verifies.
+    let r = flash_json(&["rollback", "--to", &t, "--json"]);
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["to"], "b");
+    assert_eq!(assert_current_verifies(&f.root), "b");
+
+    // A slot that does not verify is not rolled back to.
+    let mut labels = fs::read(f.root.join("slots/a/bundle/labels.tsv")).unwrap();
+    labels[0] ^= 1;
+    fs::write(f.root.join("slots/a/bundle/labels.tsv"), &labels).unwrap();
+    flash_fails(&["rollback", "--to", &t], &["slot a", "labels.tsv"]);
+    assert_eq!(assert_current_verifies(&f.root), "b");
+    assert_eq!(status(&t)["slots"][0]["verified"], false);
+
+    // A bundle whose self-test fails: written into a (repairing the damaged file), switched,
+    // tested, switched back to b; exit status non-zero; the outcome recorded.
+    let out = flash(
+        &["deploy", f.broken.to_str().unwrap(), "--to", &t, "--json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["rolled_back"], true);
+    assert_eq!(r["slot"], "a");
+    assert!(
+        r["selftest"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("selftest"),
+        "{r:#}"
+    );
+    assert_eq!(assert_current_verifies(&f.root), "b");
+    let s = status(&t);
+    assert_eq!(s["last"]["result"], "failed");
+    assert_eq!(s["last"]["version"], "broken");
+    assert_eq!(s["slots"][0]["record"]["outcome"], "failed");
+    assert_eq!(s["good"], "b");
+    let out = flash(&["deploy", f.broken.to_str().unwrap(), "--to", &t], &[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("rolled back to slot b"), "{all}");
+    let _ = &f.dir;
+}
