@@ -122,6 +122,18 @@ impl TargetSpec {
                     args.extend(extra.split_whitespace().map(str::to_owned));
                 }
                 args.extend(ssh_args.iter().cloned());
+                // One connection for the dozen commands of a deploy (each new one costs a key
+                // exchange); it lingers 10 s after the last. ssh takes the first value of each
+                // option, so a user's own ControlMaster settings above win.
+                let control = std::env::temp_dir().join("flash-ssh-%C");
+                args.extend([
+                    "-o".to_owned(),
+                    "ControlMaster=auto".to_owned(),
+                    "-o".to_owned(),
+                    format!("ControlPath={}", control.display()),
+                    "-o".to_owned(),
+                    "ControlPersist=10".to_owned(),
+                ]);
                 if let Some(port) = port {
                     args.extend(["-p".to_owned(), port.to_string()]);
                 }
@@ -620,9 +632,8 @@ impl Transport for SshTarget {
         self.run(
             &format!("removing {rel}"),
             &format!(
-                "rm -f {}; sync \"$(dirname {})\"",
-                sh_quote(&p),
-                sh_quote(&p)
+                "if [ -e {q} ] || [ -L {q} ]; then rm -f {q}; sync \"$(dirname {q})\"; fi",
+                q = sh_quote(&p)
             ),
             None,
         )

@@ -27,6 +27,12 @@ fn find_sshd() -> PathBuf {
     );
 }
 
+/// The current user's name (CI may not set USER).
+fn user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -51,7 +57,7 @@ impl Sshd {
             .local_addr()
             .unwrap()
             .port();
-        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let user = user();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
              AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nStrictModes no\n\
@@ -83,7 +89,7 @@ impl Sshd {
 
     /// `ssh://user@127.0.0.1:port` + `path`.
     pub fn url(&self, path: &Path) -> String {
-        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let user = user();
         format!("ssh://{user}@127.0.0.1:{}{}", self.port, path.display())
     }
 
@@ -96,7 +102,7 @@ impl Sshd {
                     fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
                 );
             }
-            let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+            let user = user();
             let ok = Command::new("ssh")
                 .args(self.ssh_options().split_whitespace())
                 .args(["-o", "BatchMode=yes", "-p", &self.port.to_string()])
