@@ -2,7 +2,6 @@
 //! streaming, YUYV or MJPEG) or a folder of images replayed in name order, looped, standing in
 //! for a camera anywhere. A source that fails is reported as a fault and reopened with backoff.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -357,6 +356,7 @@ fn replay(
 }
 
 /// Streams a V4L2 device until it fails (unplugged, no frame within the timeout).
+#[cfg(feature = "v4l2")]
 fn v4l2(
     path: &Path,
     options: &CaptureOptions,
@@ -414,7 +414,10 @@ fn v4l2(
                     shared.set_fault(None);
                 }
                 back.label.clear();
-                let _ = write!(back.label, "frame-{}", meta.sequence);
+                let _ = std::fmt::Write::write_fmt(
+                    &mut back.label,
+                    format_args!("frame-{}", meta.sequence),
+                );
                 publish(back);
             }
             Err(e) => {
@@ -428,8 +431,25 @@ fn v4l2(
     }
 }
 
+/// Without the `v4l2` feature there is no V4L2 camera (the settings check refuses the URI).
+#[cfg(not(feature = "v4l2"))]
+fn v4l2(
+    _: &Path,
+    _: &CaptureOptions,
+    _: &Shared,
+    _: &mut Frame,
+    _: &mut impl FnMut(&mut Frame),
+) -> Result<(), Streamed> {
+    Err(failed(V4L2_MISSING, 0))
+}
+
+/// Why a `v4l2://` camera is refused by a build without V4L2.
+pub const V4L2_MISSING: &str =
+    "this lookupd was built without V4L2 support (cargo feature `v4l2`, on by default)";
+
 /// Sets the format: the requested pixel format, or MJPEG, else YUYV; the requested size and
 /// rate (the driver may adjust them).
+#[cfg(feature = "v4l2")]
 fn negotiate(
     device: &v4l::Device,
     options: &CaptureOptions,

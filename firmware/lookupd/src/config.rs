@@ -161,6 +161,9 @@ impl RunConfig {
         let bad = |key: &str, message: String| ApplianceError::Config(format!("{key}: {message}"));
         let c = &self.camera;
         let camera: CameraUri = c.uri.parse().map_err(|e| bad("camera.uri", e))?;
+        if matches!(camera, CameraUri::V4l2(_)) && !cfg!(feature = "v4l2") {
+            return Err(bad("camera.uri", crate::camera::V4L2_MISSING.into()));
+        }
         if c.width == 0 || c.height == 0 || c.width > 8192 || c.height > 8192 {
             return Err(bad(
                 "camera.width/height",
@@ -252,7 +255,13 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lookupd.toml");
         let shipped = RunConfig::read(&path).unwrap();
         assert_eq!(shipped, RunConfig::default());
-        RunConfig::default().check().unwrap();
+        let checked = RunConfig::default().check();
+        if cfg!(feature = "v4l2") {
+            checked.unwrap();
+        } else {
+            let e = checked.unwrap_err().to_string();
+            assert!(e.contains("V4L2"), "{e}");
+        }
     }
 
     #[test]
