@@ -93,7 +93,7 @@ pub fn stub_lookupd(passes: bool) -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The real `lookupd`, built by cargo (dev profile) into this workspace's target directory;
+/// The real `lookupd`, built by cargo (test profile) into this workspace's target directory;
 /// `FLASH_TEST_LOOKUPD=PATH` names a prebuilt one instead (while lookupd is being changed).
 pub fn real_lookupd() -> PathBuf {
     if let Some(path) = std::env::var_os("FLASH_TEST_LOOKUPD") {
@@ -106,6 +106,10 @@ pub fn real_lookupd() -> PathBuf {
         .args([
             "build",
             "-q",
+            // The profile `cargo test` builds the workspace's binaries with: after
+            // `cargo test --workspace` this build is a no-op.
+            "--profile",
+            "test",
             "-p",
             "lookupd",
             "--bin",
