@@ -41,8 +41,14 @@ fn to_tensor(batch: &data::Batch, side: usize, device: &Device) -> Tensor<4> {
     )
 }
 
+/// burn's device random generator is one per process: tests that seed it and draw from it take
+/// turns, or a test running beside them draws from their sequence (seen in CI: another initial
+/// model, another loss curve).
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_few_steps_on_fashion_mnist_lower_the_loss() {
+    let _turn = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     if !fashion_mnist_present() {
         return;
     }
@@ -222,6 +228,7 @@ fn a_second_run_into_the_same_directory_is_refused() {
 
 #[test]
 fn frozen_batch_norm_uses_running_statistics_and_does_not_learn() {
+    let _turn = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::burn::module::Module;
     use trainer::burn::tensor::Distribution;
     use trainer::model::Backbone;

@@ -81,38 +81,46 @@ fn write_whole_file(
 ) -> Result<()> {
     let (row_bytes, code_bytes) = (header.row_bytes(), header.code_bytes());
     let tmp = temp_path(path);
-    let file = File::create(&tmp).at(&tmp)?;
-    let ids_end = header.ids_offset + header.capacity * 8;
-    file.set_len(ids_end).at(&tmp)?;
-    let mut out = BufWriter::with_capacity(1 << 20, &file);
-    out.seek(SeekFrom::Start(header.codes_offset)).at(&tmp)?;
-    out.write_all(old_rows).at(&tmp)?;
-    let mut crc = crc32c::crc32c(old_rows);
-    let mut row = vec![0u8; row_bytes];
-    for code in codes.chunks_exact(code_bytes) {
-        row[..code_bytes].copy_from_slice(code);
-        out.write_all(&row).at(&tmp)?;
-        crc = crc32c::crc32c_append(crc, &row);
+    let written = (|| -> Result<()> {
+        let file = File::create(&tmp).at(&tmp)?;
+        let ids_end = header.ids_offset + header.capacity * 8;
+        file.set_len(ids_end).at(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        out.seek(SeekFrom::Start(header.codes_offset)).at(&tmp)?;
+        out.write_all(old_rows).at(&tmp)?;
+        let mut crc = crc32c::crc32c(old_rows);
+        let mut row = vec![0u8; row_bytes];
+        for code in codes.chunks_exact(code_bytes) {
+            row[..code_bytes].copy_from_slice(code);
+            out.write_all(&row).at(&tmp)?;
+            crc = crc32c::crc32c_append(crc, &row);
+        }
+        header.codes_crc32c = crc;
+        out.seek(SeekFrom::Start(header.ids_offset)).at(&tmp)?;
+        out.write_all(old_ids).at(&tmp)?;
+        let mut crc = crc32c::crc32c(old_ids);
+        for id in ids {
+            let le = id.to_le_bytes();
+            out.write_all(&le).at(&tmp)?;
+            crc = crc32c::crc32c_append(crc, &le);
+        }
+        header.ids_crc32c = crc;
+        let slot = header.encode_slot();
+        for i in 0..HEADER_SLOTS {
+            out.seek(SeekFrom::Start((i * HEADER_SLOT_BYTES) as u64))
+                .at(&tmp)?;
+            out.write_all(&slot).at(&tmp)?;
+        }
+        out.flush().at(&tmp)?;
+        drop(out);
+        file.sync_all().at(&tmp)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // A full disk, say: leave nothing behind but the intact old file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    header.codes_crc32c = crc;
-    out.seek(SeekFrom::Start(header.ids_offset)).at(&tmp)?;
-    out.write_all(old_ids).at(&tmp)?;
-    let mut crc = crc32c::crc32c(old_ids);
-    for id in ids {
-        let le = id.to_le_bytes();
-        out.write_all(&le).at(&tmp)?;
-        crc = crc32c::crc32c_append(crc, &le);
-    }
-    header.ids_crc32c = crc;
-    let slot = header.encode_slot();
-    for i in 0..HEADER_SLOTS {
-        out.seek(SeekFrom::Start((i * HEADER_SLOT_BYTES) as u64))
-            .at(&tmp)?;
-        out.write_all(&slot).at(&tmp)?;
-    }
-    out.flush().at(&tmp)?;
-    drop(out);
-    file.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)?;
     sync_parent_dir(path)
 }

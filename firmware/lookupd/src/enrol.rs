@@ -530,12 +530,19 @@ impl Appliance {
             return Ok(ids);
         }
         let gallery_path = self.gallery.path().to_path_buf();
-        self.gallery
-            .append(&codes, &ids)
-            .map_err(|error| ApplianceError::Gallery {
+        let items_before = self.gallery.len();
+        if let Err(error) = self.gallery.append(&codes, &ids) {
+            // A full disk, say. If the file still holds what it held, nothing was committed: the
+            // enrolment is abandoned (journal removed) and the bundle stays exactly as it was.
+            // Otherwise the append got past its commit point and the journal completes it.
+            if Gallery::open(&gallery_path).is_ok_and(|g| g.len() == items_before) {
+                let _ = remove_journal(&self.dir);
+            }
+            return Err(ApplianceError::Gallery {
                 path: gallery_path,
                 error,
-            })?;
+            });
+        }
         // Committed: lookups see the items from now on.
         for row in &rows {
             self.skus.push(&row.sku)?;

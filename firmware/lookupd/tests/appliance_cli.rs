@@ -278,3 +278,40 @@ fn query_on_a_missing_or_corrupt_bundle_fails_naming_the_file() {
     ]);
     assert!(err.contains("/nonexistent/frame.png"), "{err}");
 }
+
+/// A full disk during an enrolment: an error naming the gallery, and the bundle exactly as it
+/// was. The disk is "full" through the file-size limit (`ulimit -f`, SIGXFSZ ignored): every
+/// write past 1 KiB fails, as it would with no space left.
+#[test]
+fn a_full_disk_fails_the_enrolment_and_changes_nothing() {
+    let b = build_bundle();
+    let (_, png) = b.new_image(31);
+    // Every file of the bundle directory (a leftover temporary file counts) and its sha256.
+    let snapshot = |b: &TestBundle| -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = fs::read_dir(b.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, bundle::sha256_file(&p).unwrap().0)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot(&b);
+    let out = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_lookupd"))
+        .args(["enroll", "--bundle", &b.dir_arg(), "--sku", "NEW"])
+        .arg(&png)
+        .env("LOOKUPD_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the enrolment succeeded: {stderr}");
+    assert!(stderr.contains(GALLERY_FILE), "{stderr}");
+    assert_eq!(snapshot(&b), before, "the bundle changed");
+    assert!(selftest(&b).status.success());
+}
