@@ -146,10 +146,17 @@ pub fn lookup_run_with(
         .spawn()
         .with_context(|| format!("starting {}", lookupd.display()))?;
     let mut stdin = child.stdin.take().context("lookupd's stdin")?;
-    // The scripted button: one press per frame, then the end of input stops the loop.
+    // The scripted button, pressed like a person would: the next press only once the previous
+    // lookup is reported (so each report's total is trigger to report, not time in a queue);
+    // the end of input then stops the loop.
+    let (reported, next_press) = std::sync::mpsc::channel::<()>();
     let feeder = std::thread::spawn(move || -> std::io::Result<()> {
-        for _ in 0..triggers {
+        for press in 0..triggers {
+            if press > 0 && next_press.recv().is_err() {
+                break;
+            }
             stdin.write_all(b"\n")?;
+            stdin.flush()?;
         }
         Ok(())
     });
@@ -159,6 +166,9 @@ pub fn lookup_run_with(
         let value: Value =
             serde_json::from_str(&line).with_context(|| format!("lookupd printed {line:?}"))?;
         on_line(&value);
+        if value["event"] == "lookup" || value["event"] == "fault" {
+            let _ = reported.send(());
+        }
         if value["event"] == "lookup" {
             let top = &value["hits"][0];
             let known = value["verdict"] == "known";
@@ -188,6 +198,7 @@ pub fn lookup_run_with(
             });
         }
     }
+    drop(reported);
     feeder
         .join()
         .map_err(|_| anyhow::anyhow!("the trigger script panicked"))?
