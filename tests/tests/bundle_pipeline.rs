@@ -3,7 +3,6 @@
 //! through `lookupd query`: each finds its own item at Hamming distance 0.
 
 use std::path::Path;
-use std::process::Command;
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -47,17 +46,7 @@ fn make_catalogue(dir: &Path) {
 }
 
 fn run(program: &Path, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .expect("run the binary");
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed:\n{}",
-        program.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    system_tests::pipeline::run_tool(program, args).unwrap()
 }
 
 #[test]
