@@ -317,25 +317,9 @@ impl Transport for DirTarget {
         let mut input = File::open(src).map_err(|e| FlashError::io(src, e))?;
         let len = input.metadata().map_err(|e| FlashError::io(src, e))?.len();
         let mut out = File::create(&tmp).map_err(|e| FlashError::io(&tmp, e))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let (mut sent, mut called) = (0u64, false);
-        loop {
-            let n = input.read(&mut buf).map_err(|e| FlashError::io(src, e))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| FlashError::io(&tmp, e))?;
-            sent += n as u64;
-            bar.inc(n as u64);
-            if !called && sent * 2 >= len {
-                called = true;
-                halfway();
-            }
-        }
-        if !called {
-            halfway();
-        }
+        copy_file(&mut input, src, len, &mut out, bar, halfway, |e| {
+            FlashError::io(&tmp, e)
+        })?;
         let mode = if executable { 0o755 } else { 0o644 };
         out.set_permissions(fs::Permissions::from_mode(mode))
             .and_then(|()| out.sync_all())
@@ -582,27 +566,9 @@ impl Transport for SshTarget {
             .spawn()
             .map_err(|e| self.fail(&what, format!("cannot run ssh: {e}")))?;
         let mut stdin = child.stdin.take().expect("piped");
-        let mut buf = vec![0u8; 256 * 1024];
-        let (mut sent, mut called) = (0u64, false);
-        let send = loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(FlashError::io(src, e)),
-            };
-            if let Err(e) = stdin.write_all(&buf[..n]) {
-                break Err(self.fail(&what, format!("sending data: {e}")));
-            }
-            sent += n as u64;
-            bar.inc(n as u64);
-            if !called && sent * 2 >= len {
-                called = true;
-                halfway();
-            }
-        };
-        if !called {
-            halfway();
-        }
+        let send = copy_file(&mut input, src, len, &mut stdin, bar, halfway, |e| {
+            self.fail(&what, format!("sending data: {e}"))
+        });
         drop(stdin);
         let out = child.wait_with_output().map_err(|e| self.fail(&what, e))?;
         if !out.status.success() {
@@ -706,6 +672,38 @@ impl Transport for SshTarget {
             output: tail(&String::from_utf8_lossy(&out.stdout), 4000),
         })
     }
+}
+
+/// Copies `len` bytes of `input` (the file at `src`) to `out`, advancing `bar`; calls `halfway`
+/// once half the bytes are written (the fault-injection point of a file write), or at the end.
+fn copy_file(
+    input: &mut File,
+    src: &Path,
+    len: u64,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+    halfway: &mut dyn FnMut(),
+    write_error: impl Fn(std::io::Error) -> FlashError,
+) -> Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut sent, mut called) = (0u64, false);
+    loop {
+        let n = input.read(&mut buf).map_err(|e| FlashError::io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(&write_error)?;
+        sent += n as u64;
+        bar.inc(n as u64);
+        if !called && sent * 2 >= len {
+            called = true;
+            halfway();
+        }
+    }
+    if !called {
+        halfway();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
