@@ -38,6 +38,10 @@ pub enum InferError {
     #[error("input: {0}")]
     Input(String),
 
+    /// Asked of the CPU backend, which only runs the network on prepared floats.
+    #[error("{0} runs on the GPU backend only (on the CPU, preprocess first and call run)")]
+    GpuOnly(&'static str),
+
     #[error("running the model on the CPU: {0}")]
     Cpu(String),
 }

@@ -5,9 +5,13 @@
 //! GPU) lowers it to a plan of WGSL kernels whose buffers are all allocated for a maximum batch.
 //! Running a batch records the plan into one command buffer; nothing is allocated on the GPU
 //! per run. An op the plan cannot run is a load-time error naming the node and the op.
+//!
+//! On the GPU a packed RGB8 camera frame can be the input ([`Model::run_rgb8_packed`]): a
+//! kernel resizes, crops and normalises it ([`FramePrep`]) in the same submit as the network.
 
 mod cpu;
 mod error;
+mod frame;
 mod gpu;
 mod graph;
 
@@ -19,6 +23,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 pub use error::InferError;
+pub use frame::FramePrep;
 
 /// Which runtime executes the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -396,5 +401,97 @@ impl Model {
                 })
             }
         }
+    }
+
+    /// Preprocesses one packed RGB8 frame (`width * height * 3` bytes, rows top to bottom) on
+    /// the GPU as `prep` says, runs the model on it (batch 1) and writes the packed signs of the
+    /// first output, as [`Model::run_packed`] does. The frame is uploaded as it is (bytes packed
+    /// into 32-bit words) and the resize, crop and normalisation run as one kernel recorded
+    /// before the network's, in the same command buffer and submit. `upload_ms` is the copy of
+    /// the frame into the mapped staging buffer (and, when the frame size or `prep` changed, the
+    /// filter taps); the kernel's time is part of `run_ms`.
+    ///
+    /// The frame buffers are made at the first frame and grown for a larger one; after that a
+    /// run creates nothing on the GPU. GPU backend only: on the CPU, preprocess the frame
+    /// (bundle's `Preprocessor`) and call [`Model::run_packed`].
+    pub fn run_rgb8_packed(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        codes: &mut [u8],
+    ) -> Result<RunTimings, InferError> {
+        let dim: usize = self.output_shape.iter().product();
+        if !dim.is_multiple_of(8) {
+            return Err(InferError::Input(format!(
+                "the output has {dim} values, not a multiple of 8: it cannot be packed"
+            )));
+        }
+        self.check_frame(prep, width, height, pixels, dim / 8, codes.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run_frame(prep, width, height, pixels, gpu::Output::Packed(codes)),
+            Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
+        }
+    }
+
+    /// [`Model::run_rgb8_packed`], writing the first output's floats instead.
+    pub fn run_rgb8(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        output: &mut [f32],
+    ) -> Result<RunTimings, InferError> {
+        let per: usize = self.output_shape.iter().product();
+        self.check_frame(prep, width, height, pixels, per, output.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run_frame(prep, width, height, pixels, gpu::Output::Floats(output)),
+            Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
+        }
+    }
+
+    /// Only the GPU preprocessing of [`Model::run_rgb8_packed`]: writes the model input it
+    /// computes (`3 x crop x crop` floats, NCHW) into `input`; the network does not run. For
+    /// checks and tools (its read-back buffer is made on first use).
+    pub fn preprocess_rgb8(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        input: &mut [f32],
+    ) -> Result<RunTimings, InferError> {
+        let in_len: usize = self.input_shape.iter().product();
+        self.check_frame(prep, width, height, pixels, in_len, input.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.preprocess_frame(prep, width, height, pixels, input),
+            Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
+        }
+    }
+
+    fn check_frame(
+        &self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        want: usize,
+        got: usize,
+    ) -> Result<(), InferError> {
+        prep.check(&self.input_shape)?;
+        frame::check_frame(width, height, pixels)?;
+        if let Some(b) = self.fixed_batch.filter(|&b| b != 1) {
+            return Err(InferError::Input(format!(
+                "the model was exported for batch {b} only; a frame is batch 1"
+            )));
+        }
+        if want != got {
+            return Err(InferError::Input(format!(
+                "output space of {got} for one frame, expected {want}"
+            )));
+        }
+        Ok(())
     }
 }

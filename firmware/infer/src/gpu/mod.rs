@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
+use crate::frame::{FramePrep, taps_words};
 use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId};
 use crate::{InferError, KernelTime, RunTimings};
 
@@ -31,6 +32,7 @@ enum Kernel {
     Rows,
     MatMul,
     Pack,
+    Frame,
 }
 
 impl Kernel {
@@ -45,6 +47,7 @@ impl Kernel {
             Kernel::Rows => include_str!("wgsl/rows.wgsl"),
             Kernel::MatMul => include_str!("wgsl/matmul.wgsl"),
             Kernel::Pack => include_str!("wgsl/pack.wgsl"),
+            Kernel::Frame => include_str!("wgsl/frame.wgsl"),
         }
     }
 }
@@ -168,6 +171,53 @@ struct Profiler {
 pub(crate) enum Output<'a> {
     Floats(&'a mut [f32]),
     Packed(&'a mut [u8]),
+    /// The model input a frame was preprocessed into (the network does not run).
+    Input(&'a mut [f32]),
+}
+
+/// Where a run's input comes from: `bytes` are copied from a staging buffer.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// NCHW floats, into the input buffer.
+    Floats { bytes: u64 },
+    /// A packed RGB8 frame, into the frame buffer, then the frame kernel.
+    Frame { bytes: u64 },
+}
+
+/// The buffers of frame preprocessing: made at the first frame, grown for a larger one; the
+/// taps and parameters rewritten when the frame size or the preprocessing changes.
+#[derive(Debug)]
+struct FrameStage {
+    /// Bytes `upload` and `frame` hold (a multiple of 4).
+    capacity: u64,
+    upload: wgpu::Buffer,
+    /// Whether `upload` is mapped for writing.
+    upload_mapped: bool,
+    /// The frame as u32 words, read by the kernel.
+    frame: wgpu::Buffer,
+    params: wgpu::Buffer,
+    taps: Option<wgpu::Buffer>,
+    /// What the taps and parameters were written for.
+    geometry: Option<(FramePrep, u32, u32)>,
+    /// Remade when a buffer it binds is.
+    dispatch: Option<Dispatch>,
+    /// For `preprocess_frame` only.
+    input_readback: Option<wgpu::Buffer>,
+}
+
+/// Maps a staging buffer for writing again if a failed run left it unmapped.
+fn remap(ctx: &GpuContext, buffer: &wgpu::Buffer, mapped: &mut bool) -> Result<(), InferError> {
+    if !*mapped {
+        buffer.map_async(wgpu::MapMode::Write, .., |_| ());
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| InferError::Gpu {
+                during: "mapping the upload buffer",
+                message: e.to_string(),
+            })?;
+        *mapped = true;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -190,6 +240,9 @@ pub(crate) struct GpuPlan {
     bytes: u64,
     memory: crate::PlanMemory,
     profiler: Option<Profiler>,
+    /// The frame preprocessing kernel, compiled at load.
+    frame_pipeline: wgpu::ComputePipeline,
+    frame: Option<FrameStage>,
 }
 
 fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
@@ -773,7 +826,8 @@ impl GpuPlan {
             })
         });
         let profiler = ctx.timestamps.then(|| {
-            let count = 2 * (dispatches.len() as u32 + 1);
+            // Room for the frame kernel and the pack kernel.
+            let count = 2 * (dispatches.len() as u32 + 2);
             Profiler {
                 queries: device.create_query_set(&wgpu::QuerySetDescriptor {
                     label: Some("kernel timestamps"),
@@ -815,6 +869,8 @@ impl GpuPlan {
                 .sum(),
             buffers: sizes.len(),
         };
+        // Compiled now so the first frame pays no shader compilation.
+        let frame_pipeline = pipeline(Kernel::Frame);
         let input = slots[slot_of[&g.values[g.input].root]].clone();
         let output = slots[slot_of[&g.values[g.output].root]].clone();
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -842,6 +898,8 @@ impl GpuPlan {
             bytes,
             memory,
             profiler,
+            frame_pipeline,
+            frame: None,
         })
     }
 
@@ -861,6 +919,7 @@ impl GpuPlan {
         self.dispatches.iter().map(|d| d.label.clone()).collect()
     }
 
+    /// Runs `batch` samples of NCHW floats.
     pub fn run(
         &mut self,
         batch: usize,
@@ -876,17 +935,7 @@ impl GpuPlan {
         }
         let in_bytes = (batch * self.in_len * 4) as u64;
         let t0 = Instant::now();
-        if !self.upload_mapped {
-            self.upload.map_async(wgpu::MapMode::Write, .., |_| ());
-            self.ctx
-                .device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| InferError::Gpu {
-                    during: "mapping the upload buffer",
-                    message: e.to_string(),
-                })?;
-            self.upload_mapped = true;
-        }
+        remap(&self.ctx, &self.upload, &mut self.upload_mapped)?;
         {
             let mut view =
                 self.upload
@@ -899,38 +948,261 @@ impl GpuPlan {
         }
         self.upload.unmap();
         self.upload_mapped = false;
-        let t1 = Instant::now();
+        let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.execute(
+            batch,
+            Source::Floats { bytes: in_bytes },
+            output,
+            profile,
+            upload_ms,
+        )
+    }
 
-        let packed = matches!(output, Output::Packed(_));
-        let (src, dst, out_bytes) = if packed {
-            let (Some(p), Some(r)) = (&self.packed, &self.readback_packed) else {
-                return Err(InferError::Input(format!(
-                    "the output has {} values, not a multiple of 8: it cannot be packed",
-                    self.out_len
-                )));
+    /// Preprocesses one packed RGB8 frame into the input (the frame kernel, in the same command
+    /// buffer and submit as the network) and runs batch 1. `Output::Input` reads back the
+    /// preprocessed input instead of running the network.
+    pub fn run_frame(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        output: Output<'_>,
+    ) -> Result<RunTimings, InferError> {
+        let t0 = Instant::now();
+        let bytes = pixels.len() as u64;
+        let words_bytes = bytes.next_multiple_of(4);
+        self.frame_stage(prep, width, height, words_bytes)?;
+        let stage = self.frame.as_mut().expect("made by frame_stage");
+        remap(&self.ctx, &stage.upload, &mut stage.upload_mapped)?;
+        {
+            let mut view = stage
+                .upload
+                .get_mapped_range_mut(0..words_bytes)
+                .map_err(|e| InferError::Gpu {
+                    during: "frame upload",
+                    message: e.to_string(),
+                })?;
+            view.slice(..pixels.len()).copy_from_slice(pixels);
+        }
+        stage.upload.unmap();
+        stage.upload_mapped = false;
+        let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.execute(
+            1,
+            Source::Frame { bytes: words_bytes },
+            output,
+            None,
+            upload_ms,
+        )
+    }
+
+    /// Makes the frame buffers big enough for `bytes` (grown, never shrunk: a camera's size
+    /// seldom changes) and the taps and parameters right for `prep` at `width x height`.
+    /// Allocates only on the first frame, a larger frame, or a new geometry.
+    fn frame_stage(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        bytes: u64,
+    ) -> Result<(), InferError> {
+        let device = &self.ctx.device;
+        let max_bind = device.limits().max_storage_buffer_binding_size;
+        if bytes > max_bind {
+            return Err(InferError::Input(format!(
+                "a {width}x{height} RGB8 frame needs {bytes} bytes, above the adapter's binding \
+                 limit of {max_bind}"
+            )));
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let grow = self.frame.as_ref().is_none_or(|f| f.capacity < bytes);
+        if grow {
+            tracing::info!(width, height, bytes, "GPU frame buffers sized");
+            let buffer = |label, size, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
             };
-            (p, r, (batch * self.words * 4) as u64)
-        } else {
-            (
+            let upload = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("frame upload"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            let frame = buffer(
+                "frame",
+                bytes,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            );
+            let params = buffer(
+                "frame params",
+                PARAM_BYTES,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            let old = self.frame.take();
+            self.frame = Some(FrameStage {
+                capacity: bytes,
+                upload,
+                upload_mapped: true,
+                frame,
+                params,
+                // The taps are remade below, with the geometry.
+                taps: old.as_ref().and_then(|o| o.taps.clone()),
+                geometry: None,
+                dispatch: None,
+                input_readback: old.and_then(|o| o.input_readback),
+            });
+        }
+        let stage = self.frame.as_mut().expect("made above");
+        if stage.geometry != Some((*prep, width, height)) {
+            let (words, layout) = taps_words(prep, width, height);
+            let taps_bytes = (words.len() * 4) as u64;
+            if stage.taps.as_ref().is_none_or(|t| t.size() < taps_bytes) {
+                stage.taps = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("frame taps"),
+                    size: taps_bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+                stage.dispatch = None;
+            }
+            let taps = stage.taps.as_ref().expect("made above");
+            self.ctx
+                .queue
+                .write_buffer(taps, 0, bytemuck::cast_slice(&words));
+            let f = f32::to_bits;
+            let mut p = vec![
+                width,
+                height,
+                prep.crop,
+                layout.rows_left,
+                layout.rows_start,
+                layout.cols_left,
+                layout.cols_start,
+                layout.weights,
+            ];
+            p.extend(prep.scale.map(f));
+            p.extend(prep.bias.map(f));
+            self.ctx
+                .queue
+                .write_buffer(&stage.params, 0, &params_bytes(&p));
+            stage.geometry = Some((*prep, width, height));
+        }
+        if stage.dispatch.is_none() {
+            let layout = self.frame_pipeline.get_bind_group_layout(0);
+            let entries = [
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: stage.params.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: stage.frame.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: stage.taps.as_ref().expect("made above").as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: self.input.as_entire_binding(),
+                },
+            ];
+            stage.dispatch = Some(Dispatch {
+                pipeline: self.frame_pipeline.clone(),
+                bind_group: device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("frame preprocessing"),
+                    layout: &layout,
+                    entries: &entries,
+                }),
+                threads: prep.crop * prep.crop,
+                label: "frame preprocessing [resize, crop, normalise]".into(),
+            });
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(InferError::Gpu {
+                during: "preparing the frame buffers",
+                message: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the copy in, the kernels and the copy out into one command buffer, submits it,
+    /// waits, and reads the output back.
+    fn execute(
+        &mut self,
+        batch: usize,
+        source: Source,
+        output: Output<'_>,
+        profile: Option<&mut Vec<KernelTime>>,
+        upload_ms: f64,
+    ) -> Result<RunTimings, InferError> {
+        let t1 = Instant::now();
+        let frame_stage = match source {
+            Source::Frame { .. } => {
+                let Some(stage) = self.frame.as_ref() else {
+                    return Err(InferError::Input("no frame uploaded".into()));
+                };
+                Some(stage)
+            }
+            Source::Floats { .. } => None,
+        };
+        let network = !matches!(output, Output::Input(_));
+        let packed = matches!(output, Output::Packed(_));
+        let (src, dst, out_bytes) = match &output {
+            Output::Packed(_) => {
+                let (Some(p), Some(r)) = (&self.packed, &self.readback_packed) else {
+                    return Err(InferError::Input(format!(
+                        "the output has {} values, not a multiple of 8: it cannot be packed",
+                        self.out_len
+                    )));
+                };
+                (p, r, (batch * self.words * 4) as u64)
+            }
+            Output::Floats(_) => (
                 &self.output,
                 &self.readback,
                 (batch * self.out_len * 4) as u64,
-            )
+            ),
+            Output::Input(_) => {
+                let Some(r) = frame_stage.and_then(|s| s.input_readback.as_ref()) else {
+                    return Err(InferError::Input(
+                        "no read-back buffer for the model input".into(),
+                    ));
+                };
+                (&self.input, r, (batch * self.in_len * 4) as u64)
+            }
         };
         let mut enc = self
             .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
-        enc.copy_buffer_to_buffer(&self.upload, 0, &self.input, 0, in_bytes);
-        let list = self
-            .dispatches
-            .iter()
-            .chain(self.pack.as_ref().filter(|_| packed));
+        match (source, frame_stage) {
+            (Source::Frame { bytes }, Some(stage)) => {
+                enc.copy_buffer_to_buffer(&stage.upload, 0, &stage.frame, 0, bytes);
+            }
+            (Source::Floats { bytes }, _) => {
+                enc.copy_buffer_to_buffer(&self.upload, 0, &self.input, 0, bytes);
+            }
+            (Source::Frame { .. }, None) => unreachable!("checked above"),
+        }
         let z = batch as u32;
+        // The frame kernel (one frame: z = 1), then the network, then the pack kernel.
+        let list = frame_stage
+            .and_then(|s| s.dispatch.as_ref())
+            .map(|d| (d, 1))
+            .into_iter()
+            .chain(self.dispatches.iter().filter(|_| network).map(|d| (d, z)))
+            .chain(self.pack.as_ref().filter(|_| packed).map(|d| (d, z)));
         match &self.profiler {
             // One pass per kernel, each with begin/end timestamps.
             Some(prof) if profile.is_some() => {
-                for (i, d) in list.clone().enumerate() {
+                for (i, (d, z)) in list.clone().enumerate() {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
                         timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -950,7 +1222,7 @@ impl GpuPlan {
                     label: Some("plan"),
                     timestamp_writes: None,
                 });
-                for d in list.clone() {
+                for (d, z) in list.clone() {
                     let (x, y) = d.workgroups();
                     pass.set_pipeline(&d.pipeline);
                     pass.set_bind_group(0, &d.bind_group, &[]);
@@ -958,7 +1230,7 @@ impl GpuPlan {
                 }
             }
         }
-        let n_kernels = list.count() as u32;
+        let n_kernels = list.clone().count() as u32;
         enc.copy_buffer_to_buffer(src, 0, dst, 0, out_bytes);
         let profiling = profile.is_some() && self.profiler.is_some();
         if let (Some(prof), true) = (&self.profiler, profiling) {
@@ -969,7 +1241,11 @@ impl GpuPlan {
         }
         self.ctx.queue.submit([enc.finish()]);
         dst.map_async(wgpu::MapMode::Read, 0..out_bytes, |_| ());
-        self.upload.map_async(wgpu::MapMode::Write, .., |_| ());
+        // The staging buffer just copied from is mapped again for the next run.
+        match frame_stage {
+            Some(stage) => stage.upload.map_async(wgpu::MapMode::Write, .., |_| ()),
+            None => self.upload.map_async(wgpu::MapMode::Write, .., |_| ()),
+        }
         if let (Some(prof), true) = (&self.profiler, profiling) {
             prof.readback
                 .map_async(wgpu::MapMode::Read, 0..u64::from(2 * n_kernels) * 8, |_| ());
@@ -981,9 +1257,34 @@ impl GpuPlan {
                 during: "waiting for the GPU",
                 message: e.to_string(),
             })?;
-        self.upload_mapped = true;
+        let labels: Option<Vec<String>> =
+            profiling.then(|| list.clone().map(|(d, _)| d.label.clone()).collect());
+        match source {
+            Source::Frame { .. } => {
+                if let Some(stage) = self.frame.as_mut() {
+                    stage.upload_mapped = true;
+                }
+            }
+            Source::Floats { .. } => self.upload_mapped = true,
+        }
         self.ctx.check("running the plan")?;
         let t2 = Instant::now();
+        let (dst, code, stride) = match &output {
+            Output::Packed(_) => (
+                self.readback_packed.as_ref().expect("checked above"),
+                self.out_len / 8,
+                self.words * 4,
+            ),
+            Output::Floats(_) => (&self.readback, 0, 0),
+            Output::Input(_) => (
+                self.frame
+                    .as_ref()
+                    .and_then(|s| s.input_readback.as_ref())
+                    .expect("checked above"),
+                0,
+                0,
+            ),
+        };
         {
             let view = dst
                 .get_mapped_range(0..out_bytes)
@@ -992,11 +1293,11 @@ impl GpuPlan {
                     message: e.to_string(),
                 })?;
             match output {
-                Output::Floats(out) => out.copy_from_slice(bytemuck::cast_slice(&view)),
+                Output::Floats(out) | Output::Input(out) => {
+                    out.copy_from_slice(bytemuck::cast_slice(&view));
+                }
                 Output::Packed(out) => {
                     // The kernel writes whole 32-bit words per sample; the code is its first bytes.
-                    let code = self.out_len / 8;
-                    let stride = self.words * 4;
                     for (n, chunk) in out.chunks_exact_mut(code).enumerate() {
                         chunk.copy_from_slice(&view[n * stride..n * stride + code]);
                     }
@@ -1004,7 +1305,7 @@ impl GpuPlan {
             }
         }
         dst.unmap();
-        if let (Some(prof), Some(times)) = (&self.profiler, profile) {
+        if let (Some(prof), Some(times), Some(labels)) = (&self.profiler, profile, labels) {
             let view = prof
                 .readback
                 .get_mapped_range(0..u64::from(2 * n_kernels) * 8)
@@ -1014,15 +1315,11 @@ impl GpuPlan {
                 })?;
             let ticks: &[u64] = bytemuck::cast_slice(&view);
             let period = f64::from(self.ctx.queue.get_timestamp_period());
-            let labels = self
-                .dispatches
-                .iter()
-                .chain(self.pack.as_ref().filter(|_| packed));
             times.clear();
-            for (i, d) in labels.enumerate() {
+            for (i, label) in labels.into_iter().enumerate() {
                 let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
                 times.push(KernelTime {
-                    kernel: d.label.clone(),
+                    kernel: label,
                     ms: dt / 1e6,
                 });
             }
@@ -1031,9 +1328,34 @@ impl GpuPlan {
         }
         let t3 = Instant::now();
         Ok(RunTimings {
-            upload_ms: (t1 - t0).as_secs_f64() * 1e3,
+            upload_ms,
             run_ms: (t2 - t1).as_secs_f64() * 1e3,
             readback_ms: (t3 - t2).as_secs_f64() * 1e3,
         })
+    }
+
+    /// Preprocesses one frame and reads back the model input it wrote (checks and tools: the
+    /// network does not run). Makes its read-back buffer on first use.
+    pub fn preprocess_frame(
+        &mut self,
+        prep: &FramePrep,
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        out: &mut [f32],
+    ) -> Result<RunTimings, InferError> {
+        let words_bytes = (pixels.len() as u64).next_multiple_of(4);
+        self.frame_stage(prep, width, height, words_bytes)?;
+        let in_bytes = (self.in_len * 4) as u64;
+        let stage = self.frame.as_mut().expect("made by frame_stage");
+        if stage.input_readback.is_none() {
+            stage.input_readback = Some(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("input readback"),
+                size: in_bytes.max(16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        self.run_frame(prep, width, height, pixels, Output::Input(out))
     }
 }

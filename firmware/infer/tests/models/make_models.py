@@ -245,3 +245,11 @@ save("embedding_head", [
 save("unsupported", [
     N("Softmax", ["x"], ["y"], name="my_softmax", axis=-1),
 ], [10], [10], {})
+
+# Any input size (H and W symbolic, fixed at load with `input_hw`): the frame preprocessing
+# tests crop frames to several sizes and run this on the result (8 values: packable).
+save("frame_head", [
+    N("Conv", ["x", "wf", "bf"], ["a"], name="conv"),
+    N("GlobalAveragePool", ["a"], ["b"], name="gap"),
+    N("Flatten", ["b"], ["y"], name="flatten"),
+], [3, "H", "W"], [8], {"wf": w(8, 3, 1, 1), "bf": w(8)})
