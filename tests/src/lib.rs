@@ -1,7 +1,14 @@
 //! Helpers of the whole-system tests in `tests/` and of the demo (`cargo demo`): finding the
-//! workspace's binaries, and the product's whole flow through them ([`pipeline`]).
+//! workspace's binaries, the product's whole flow through them ([`pipeline`]), the device it is
+//! deployed to and run on, here or over ssh ([`device`]), the rig of a hardware-in-the-loop run
+//! ([`rig`], [`button`]) and a real OpenSSH server on loopback standing in for a device
+//! ([`sshd`], also used by flash's tests).
 
+pub mod button;
+pub mod device;
 pub mod pipeline;
+pub mod rig;
+pub mod sshd;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,6 +1,8 @@
-//! A real OpenSSH server on 127.0.0.1 for the ssh transport's tests: a random free port, a
-//! fresh host key and client key, run as the current user in the foreground (`-D -e`), killed
-//! on drop.
+//! A real OpenSSH server on 127.0.0.1 standing in for a device reached with ssh: flash's ssh
+//! transport tests and the whole-system test's emulated ssh target use it. A random free port,
+//! a fresh host key and client key, run as the current user in the foreground (`-D -e`), with
+//! the SFTP subsystem (scp), killed on drop. It never skips: sshd missing or not starting is a
+//! panic that says why (and how to install it).
 
 use std::fs;
 use std::net::TcpListener;
@@ -10,8 +12,11 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Sshd {
+    /// Keys, config and log.
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The server binary that runs.
+    pub binary: PathBuf,
     child: Child,
 }
 
@@ -28,7 +33,7 @@ fn find_sshd() -> PathBuf {
 }
 
 /// The current user's name (CI may not set USER).
-fn user() -> String {
+pub fn user() -> String {
     let out = Command::new("id").arg("-un").output().expect("run id -un");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -62,7 +67,8 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
              AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nStrictModes no\n\
              UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PubkeyAuthentication yes\nPermitRootLogin yes\nAllowUsers {user}\nLogLevel ERROR\n",
+             PubkeyAuthentication yes\nPermitRootLogin yes\nAllowUsers {user}\nLogLevel ERROR\n\
+             Subsystem sftp internal-sftp\n",
             d = d.display()
         );
         fs::write(d.join("sshd_config"), config).unwrap();
@@ -74,7 +80,12 @@ impl Sshd {
             .stderr(fs::File::create(d.join("sshd.log")).unwrap())
             .spawn()
             .expect("start sshd");
-        let mut server = Sshd { dir, port, child };
+        let mut server = Sshd {
+            dir,
+            port,
+            binary: sshd,
+            child,
+        };
         server.wait_ready();
         server
     }
@@ -85,6 +96,23 @@ impl Sshd {
             "-i {}/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10",
             self.dir.path().display()
         )
+    }
+
+    /// The server's version line (`OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL ...`), for saying
+    /// which rig a test used.
+    pub fn version(&self) -> String {
+        // `sshd -V` prints the version (to stderr) and exits; older versions print it with
+        // their usage after an unknown option.
+        let out = Command::new(&self.binary).arg("-V").output();
+        out.map(|o| {
+            let text = String::from_utf8_lossy(&o.stderr).into_owned();
+            text.lines()
+                .find(|l| l.contains("OpenSSH"))
+                .unwrap_or("version unknown")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|e| format!("version unknown ({e})"))
     }
 
     /// `ssh://user@127.0.0.1:port` + `path`.

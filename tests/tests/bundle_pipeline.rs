@@ -59,33 +59,7 @@ fn catalogue_images_find_their_own_item_at_distance_zero() {
     let data = format!("folder:{}", catalogue.display());
     let run_dir = dir.path().join("run");
     let bundle = dir.path().join("bundle");
-    run(
-        &trainer,
-        &[
-            "train",
-            "--data",
-            &data,
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--epochs",
-            "2",
-            "--warmup-epochs",
-            "1",
-            "--steps-per-epoch",
-            "2",
-            "--batch",
-            "6",
-            "--images-per-class",
-            "2",
-            "--image-size",
-            "64",
-            "--resize",
-            "72",
-            "--embedding-dim",
-            "128",
-            "--no-eval",
-        ],
-    );
+    system_tests::pipeline::train_briefly(&trainer, &data, &run_dir, 2).unwrap();
     let export = run(
         &trainer,
         &[

@@ -23,10 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bundle::{
-    FORMAT_VERSION, GALLERY_FILE, LABELS_FILE, LABELS_HEADER, MODEL_FILE, Manifest, ModelSpec,
-    PreprocessSpec, Provenance,
-};
+use bundle::{GALLERY_FILE, LABELS_FILE, LABELS_HEADER, MODEL_FILE, Manifest};
 use clap::Parser;
 use gallery::Gallery;
 use lookupd::config::RunConfig;
@@ -223,9 +220,6 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // The bundle.
 
-/// The built-in model's input side, and the resize before its centre crop.
-const INPUT_SIZE: u32 = 8;
-const RESIZE: u32 = 10;
 /// Rows of codes generated and written at a time while building the gallery.
 const CHUNK_ROWS: usize = 16 * 1024;
 
@@ -235,11 +229,6 @@ struct Built {
     code_bits: u32,
     model: String,
     gallery_bytes: u64,
-}
-
-/// `embed256` of infer's test models, used as is for 256-bit codes.
-fn embed256() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/models/embed256.onnx")
 }
 
 /// A model shaped like `embed256` for any width: a 3x3 convolution with `code_bits / 64`
@@ -306,7 +295,7 @@ fn conv_model(code_bits: u32, seed: u64) -> Vec<u8> {
         }),
         ..Default::default()
     };
-    let side = i64::from(INPUT_SIZE);
+    let side = i64::from(test_bundle::INPUT_SIZE);
     pb::ModelProto {
         ir_version: 8,
         producer_name: "lookupd lookup_loop bench".into(),
@@ -335,34 +324,13 @@ fn conv_model(code_bits: u32, seed: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The manifest of the built-in model (as `tests/common`'s, at any width); no self-test.
+/// The manifest of the built-in model (the tests' bundle's, at any width); no self-test.
 fn builtin_manifest(code_bits: u32) -> Manifest {
-    Manifest {
-        format_version: FORMAT_VERSION,
-        backbone: format!("embed{code_bits}-bench"),
-        model: ModelSpec {
-            file: MODEL_FILE.into(),
-            input_name: "x".into(),
-            output_name: "y".into(),
-            input_size: INPUT_SIZE,
-            channels: 3,
-            embedding_dim: code_bits,
-            code_bits,
-            output_l2_normalized: false,
-        },
-        preprocess: PreprocessSpec::imagenet(RESIZE, INPUT_SIZE),
-        files: Default::default(),
-        provenance: Provenance {
-            trainer_version: "bench".into(),
-            created_unix: 1_790_000_000,
-            dataset: "random codes".into(),
-            run: "lookupd lookup_loop bench".into(),
-            epoch: None,
-            notes: None,
-            metrics: None,
-        },
-        selftest: None,
-    }
+    let mut manifest = test_bundle::manifest_template(code_bits, "lookupd lookup_loop bench");
+    manifest.backbone = format!("embed{code_bits}-bench");
+    manifest.provenance.trainer_version = "bench".into();
+    manifest.provenance.dataset = "random codes".into();
+    manifest
 }
 
 fn build(args: &Args, root: &Path) -> Result<Built> {
@@ -389,7 +357,8 @@ fn build(args: &Args, root: &Path) -> Result<Built> {
             );
             let model = dir.join(MODEL_FILE);
             if bits == 256 {
-                std::fs::copy(embed256(), &model).context("copying embed256.onnx")?;
+                std::fs::copy(test_bundle::model_source(), &model)
+                    .context("copying embed256.onnx")?;
             } else {
                 std::fs::write(&model, conv_model(bits, args.seed))?;
             }

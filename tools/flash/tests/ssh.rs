@@ -9,8 +9,8 @@ use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use common::sshd::Sshd;
 use common::*;
+use system_tests::sshd::Sshd;
 
 fn run(args: &[&str], sshd: &Sshd, fault: Option<&str>) -> std::process::Output {
     let options = sshd.ssh_options();

@@ -1,10 +1,22 @@
 //! Helpers of flash's tests: a real bundle (as lookupd's tests build it), keys, archives, the
-//! `flash` and `lookupd` binaries, dir targets and a real sshd on loopback.
+//! `flash` and `lookupd` binaries and dir targets. The real sshd on loopback is system-tests'
+//! [`system_tests::sshd`].
 
 #![allow(dead_code)]
 
-pub mod bundle_fixture;
-pub mod sshd;
+/// The real bundle of these tests (the `test-bundle` crate's, as lookupd's tests use it).
+pub mod bundle_fixture {
+    use std::path::Path;
+
+    #[allow(unused_imports)]
+    pub use test_bundle::break_selftest;
+
+    /// Writes a valid bundle of 4 items into `dir` (its images beside it); bundles of different
+    /// `run`s differ in their manifest only.
+    pub fn build_bundle(dir: &Path, run: &str) {
+        test_bundle::write_bundle(dir, &dir.with_extension("images"), 4, run);
+    }
+}
 
 use std::fs;
 use std::path::{Path, PathBuf};
