@@ -47,11 +47,18 @@ impl Verdict {
 }
 
 /// Wall time of each stage of one lookup, in microseconds.
+///
+/// On the `cpu` backend `preprocess` is the resize, crop and normalisation (bundle's
+/// `Preprocessor`) and `infer` the model run. On the `gpu` backend the frame goes to the GPU as
+/// it is and a kernel preprocesses it in the same submit as the network: `preprocess` is then
+/// the copy of the frame into the GPU's staging buffer, and the preprocessing kernel's time is
+/// inside `infer` (the GPU's kernels are not timed one by one outside `--profile`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StageTimings {
-    /// Resize, crop and normalise the frame.
+    /// Resize, crop and normalise the frame (gpu backend: hand the frame to the GPU).
     pub preprocess: u64,
-    /// Run the model and pack the signs of the embedding (upload and read-back included).
+    /// Run the model and pack the signs of the embedding (upload and read-back included; on
+    /// the gpu backend, the preprocessing kernel too).
     pub infer: u64,
     /// Hamming top-k in the gallery, and the labels of the hits.
     pub search: u64,
@@ -112,6 +119,8 @@ pub struct Appliance {
     pub(crate) manifest: Manifest,
     pub(crate) model: infer::Model,
     pub(crate) preprocessor: Preprocessor,
+    /// The same preprocessing for the GPU's frame kernel (used on the gpu backend).
+    frame_prep: infer::FramePrep,
     pub(crate) gallery: Gallery,
     pub(crate) searcher: Searcher,
     /// The search's buffers, so that a lookup allocates nothing.
@@ -151,6 +160,7 @@ impl Appliance {
         let labels = skus::read(&dir, &gallery, &[])?;
         let mut model = parts::load_model(&dir, &manifest, runtime, max_batch.max(1))?;
         let preprocessor = Preprocessor::new(manifest.preprocess.clone())?;
+        let frame_prep = frame_prep(&manifest);
         let searcher = Searcher::with_defaults().map_err(ApplianceError::Search)?;
         let scratch = searcher
             .knn_scratch(&gallery, MAX_K)
@@ -182,6 +192,7 @@ impl Appliance {
             manifest,
             model,
             preprocessor,
+            frame_prep,
             gallery,
             searcher,
             scratch,
@@ -238,8 +249,21 @@ impl Appliance {
         self.model.adapter()
     }
 
+    /// Sizes the GPU's frame buffers for `width x height` frames and compiles nothing later: one
+    /// embedding of a blank frame of that size (the result is dropped). Frames larger than the
+    /// largest seen so far grow the buffers once; this spares the first lookup that cost. On
+    /// the cpu backend it does nothing (bundle's preprocessor keeps its own buffers).
+    pub fn warm_frames(&mut self, width: u32, height: u32) -> Result<()> {
+        if self.model.backend() != infer::Backend::Gpu || width == 0 || height == 0 {
+            return Ok(());
+        }
+        let blank = vec![0u8; width as usize * height as usize * 3];
+        self.embed_rgb8(width, height, &blank).map(|_| ())
+    }
+
     /// Preprocesses a packed RGB8 frame (`width * height * 3` bytes) into the input buffer and
-    /// runs the model into the code buffer; returns (preprocess, infer) microseconds.
+    /// runs the model into the code buffer; returns (preprocess, infer) microseconds (see
+    /// [`StageTimings`]). On the gpu backend the frame is preprocessed there.
     pub(crate) fn embed_rgb8(
         &mut self,
         width: u32,
@@ -247,6 +271,20 @@ impl Appliance {
         pixels: &[u8],
     ) -> Result<(u64, u64)> {
         let t0 = Instant::now();
+        if self.model.backend() == infer::Backend::Gpu {
+            let t = self
+                .model
+                .run_rgb8_packed(&self.frame_prep, width, height, pixels, &mut self.code)
+                .map_err(|e| match e {
+                    infer::InferError::Input(message) => {
+                        ApplianceError::Frame(format!("frame {width}x{height}: {message}"))
+                    }
+                    e => ApplianceError::Infer(e),
+                })?;
+            let all = micros(t0.elapsed());
+            let handed = ((t.upload_ms * 1e3) as u64).min(all);
+            return Ok((handed, all - handed));
+        }
         self.preprocessor
             .apply_rgb8(width, height, pixels, &mut self.input)?;
         let t1 = Instant::now();
@@ -326,6 +364,18 @@ impl Appliance {
             },
             code: &self.code,
         })
+    }
+}
+
+/// The manifest's preprocessing as the GPU's frame kernel takes it: the same resize and crop,
+/// and bundle's own `(scale, bias)` floats.
+fn frame_prep(manifest: &Manifest) -> infer::FramePrep {
+    let (scale, bias) = manifest.preprocess.affine();
+    infer::FramePrep {
+        resize: manifest.preprocess.resize,
+        crop: manifest.preprocess.crop,
+        scale,
+        bias,
     }
 }
 

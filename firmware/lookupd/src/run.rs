@@ -66,6 +66,8 @@ pub fn run(
     let settings = config.check()?;
     let mut appliance = Appliance::open(bundle_dir, settings.runtime, 1)?
         .with_max_distance(config.lookup.max_distance);
+    // The GPU's frame buffers sized for the configured camera before the first lookup.
+    appliance.warm_frames(config.camera.width, config.camera.height)?;
     let mut serial = match &settings.serial {
         Some(path) => Some(open_serial(path)?),
         None => None,

@@ -1087,6 +1087,8 @@ impl GpuPlan {
             ];
             p.extend(prep.scale.map(f));
             p.extend(prep.bias.map(f));
+            // The kernel's opaque zero (see frame.wgsl).
+            p.push(0);
             self.ctx
                 .queue
                 .write_buffer(&stage.params, 0, &params_bytes(&p));

@@ -4,13 +4,23 @@
 // vertical sum over the row taps starting from 0.0; then the horizontal sum of those; then
 // clamp to 0..=255, round half away from zero, and `v * scale + bias`.
 // Params: 0 width, 1 height, 2 crop, 3 rows_left, 4 rows_start, 5 cols_left, 6 cols_start,
-// 7 weights (word offsets into `taps`), 8..10 scale, 11..13 bias.
+// 7 weights (word offsets into `taps`), 8..10 scale, 11..13 bias, 14 zero.
+//
+// Every product is rounded before it is added, as on the CPU: a GPU compiler may otherwise fuse
+// `acc + a * b` into one fused multiply-add (SPIR-V allows it unless told NoContraction, which
+// WGSL cannot say), and a last-bit difference next to x.5 would change the rounded u8. XOR with
+// a zero the compiler cannot see (param 14) makes the product a value of its own. Vulkan's f32
+// add and multiply are correctly rounded, so the result is the CPU's bit for bit.
 @group(0) @binding(1) var<storage, read> frame: array<u32>;
 @group(0) @binding(2) var<storage, read> taps: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 fn byte_at(i: u32) -> f32 {
     return f32((frame[i / 4u] >> ((i % 4u) * 8u)) & 0xffu);
+}
+
+fn rounded(p: vec3<f32>) -> vec3<f32> {
+    return bitcast<vec3<f32>>(bitcast<vec3<u32>>(p) ^ vec3<u32>(pu(14u)));
 }
 
 fn pixel(i: u32) -> vec3<f32> {
@@ -47,11 +57,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         var a = vec3<f32>(0.0);
         for (var k = r0; k < r1; k++) {
             let row = rl + k - r0;
-            a = a + pixel(row * row_bytes + col) * bitcast<f32>(taps[wo + k]);
+            a = a + rounded(pixel(row * row_bytes + col) * bitcast<f32>(taps[wo + k]));
         }
-        t = t + a * bitcast<f32>(taps[wo + j]);
+        t = t + rounded(a * bitcast<f32>(taps[wo + j]));
     }
-    y[i] = to_u8(t.x) * pf(8u) + pf(11u);
-    y[plane + i] = to_u8(t.y) * pf(9u) + pf(12u);
-    y[2u * plane + i] = to_u8(t.z) * pf(10u) + pf(13u);
+    let v = rounded(vec3<f32>(to_u8(t.x), to_u8(t.y), to_u8(t.z)) * vec3<f32>(pf(8u), pf(9u), pf(10u)));
+    y[i] = v.x + pf(11u);
+    y[plane + i] = v.y + pf(12u);
+    y[2u * plane + i] = v.z + pf(13u);
 }
