@@ -384,6 +384,7 @@ fn v4l2(
     stream.set_timeout(options.timeout);
     let mut frames = 0u64;
     let mut bad_frames = 0u64;
+    let mut mjpeg = frame::MjpegDecoder::default();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -407,6 +408,7 @@ fn v4l2(
             format.stride as usize,
             used,
             back,
+            &mut mjpeg,
         ) {
             Ok(()) => {
                 frames += 1;
