@@ -273,3 +273,80 @@ impl SshDevice {
             .with_context(|| format!("scp {} to {}:{into}", dir.display(), self.url))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh_args(device: &Device) -> Vec<String> {
+        let Device::Ssh(ssh) = device else {
+            panic!("not an ssh device: {device:?}")
+        };
+        ssh.command("true")
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn targets_and_the_ssh_command_they_give() {
+        let d = Device::from_target("ssh://root@10.0.0.2:2222/opt/lookup/", "-i k").unwrap();
+        assert_eq!(
+            ssh_args(&d),
+            [
+                "-o",
+                "BatchMode=yes",
+                "-i",
+                "k",
+                "-p",
+                "2222",
+                "--",
+                "root@10.0.0.2",
+                "true"
+            ]
+        );
+        assert_eq!(d.current("bundle"), "/opt/lookup/current/bundle");
+        let d = Device::from_target("ssh://jetson/srv/x", "").unwrap();
+        assert_eq!(
+            ssh_args(&d),
+            ["-o", "BatchMode=yes", "--", "jetson", "true"]
+        );
+        let Device::Ssh(v6) = Device::from_target("ssh://u@[::1]:22/x", "").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            (v6.destination.as_str(), v6.scp_destination.as_str()),
+            ("u@::1", "u@[::1]")
+        );
+        let d = Device::from_target("dir:/mnt/card", "").unwrap();
+        assert_eq!(d.current("bin/lookupd"), "/mnt/card/current/bin/lookupd");
+        for bad in [
+            "ssh://host",
+            "ssh://host/",
+            "ssh://host:0/x",
+            "ssh://host:port/x",
+            "ssh://@host/x",
+            "ssh://-oProxyCommand=x/y",
+            "ftp://host/x",
+        ] {
+            let e = Device::from_target(bad, "").unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn remote_lookupd_arguments_are_quoted() {
+        let d = Device::from_target("ssh://dev/opt/it's", "").unwrap();
+        let command = d.lookupd(&["run".into(), "--camera".into(), "file:///a b?step".into()]);
+        let script = command
+            .get_args()
+            .last()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            script,
+            r"exec env LOOKUPD_LOG=warn '/opt/it'\''s/current/bin/lookupd' 'run' '--camera' 'file:///a b?step'"
+        );
+    }
+}
