@@ -369,7 +369,7 @@ impl Appliance {
 
 /// The manifest's preprocessing as the GPU's frame kernel takes it: the same resize and crop,
 /// and bundle's own `(scale, bias)` floats.
-fn frame_prep(manifest: &Manifest) -> infer::FramePrep {
+pub(crate) fn frame_prep(manifest: &Manifest) -> infer::FramePrep {
     let (scale, bias) = manifest.preprocess.affine();
     infer::FramePrep {
         resize: manifest.preprocess.resize,

@@ -65,7 +65,7 @@ impl SelfTestReport {
 /// * `labels`: `labels.tsv` is valid and labels every gallery item;
 /// * `model`: the model loads on `runtime` with the manifest's input size and embedding width;
 /// * `selftest-code`: the built-in pattern, rendered at [`SELFTEST_SIDE`] pixels, preprocessed
-///   and embedded, gives a code within the manifest's `selftest.max_hamming` of its
+///   (on the gpu backend by the GPU's frame kernel, as lookups are) and embedded, gives a code within the manifest's `selftest.max_hamming` of its
 ///   `selftest.expected_code`; a manifest without `[selftest]` fails.
 pub fn selftest(dir: impl AsRef<Path>, runtime: infer::Backend) -> SelfTestReport {
     let dir = dir.as_ref();
@@ -190,16 +190,31 @@ pub fn selftest(dir: impl AsRef<Path>, runtime: infer::Backend) -> SelfTestRepor
         )),
         (Some(_), None) => Err("not run: the model did not load".to_owned()),
         (Some(expected), Some(mut model)) => (|| {
-            let mut preprocessor =
-                Preprocessor::new(manifest.preprocess.clone()).map_err(|e| e.to_string())?;
-            let mut input = vec![0.0f32; preprocessor.out_len()];
-            preprocessor
-                .apply_image(&selftest_pattern(SELFTEST_SIDE), &mut input)
-                .map_err(|e| e.to_string())?;
+            let pattern = selftest_pattern(SELFTEST_SIDE);
             let mut code = vec![0u8; manifest.model.code_bits as usize / 8];
-            model
-                .run_packed(1, &input, &mut code)
-                .map_err(|e| format!("running the model on the pattern: {e}"))?;
+            if model.backend() == infer::Backend::Gpu {
+                // As lookups run there: the frame preprocessed by the GPU's frame kernel.
+                let prep = crate::appliance::frame_prep(&manifest);
+                model
+                    .run_rgb8_packed(
+                        &prep,
+                        SELFTEST_SIDE,
+                        SELFTEST_SIDE,
+                        pattern.as_raw(),
+                        &mut code,
+                    )
+                    .map_err(|e| format!("running the model on the pattern: {e}"))?;
+            } else {
+                let mut preprocessor =
+                    Preprocessor::new(manifest.preprocess.clone()).map_err(|e| e.to_string())?;
+                let mut input = vec![0.0f32; preprocessor.out_len()];
+                preprocessor
+                    .apply_image(&pattern, &mut input)
+                    .map_err(|e| e.to_string())?;
+                model
+                    .run_packed(1, &input, &mut code)
+                    .map_err(|e| format!("running the model on the pattern: {e}"))?;
+            }
             let distance = expected.check(&code).map_err(|e| {
                 format!(
                     "{}: {e} (code {})",

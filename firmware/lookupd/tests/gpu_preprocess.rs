@@ -213,6 +213,22 @@ fn a_lookup_on_the_gpu_backend_gives_the_cpu_lookups_code_and_hits() {
         codes_equal += 1;
     }
     assert_eq!(codes_equal, frames.len());
+
+    // The deploy health check runs the pattern through the same GPU path: the code the
+    // manifest expects (computed with the CPU preprocessing), to the bit.
+    let report = lookupd::selftest(b.dir(), Backend::Gpu);
+    assert!(report.passed(), "{report:?}");
+    assert_eq!(report.backend.as_deref(), Some("gpu"));
+    let code = report
+        .checks
+        .iter()
+        .find(|c| c.name == "selftest-code")
+        .unwrap();
+    assert!(
+        code.detail.contains("a code 0 bits from"),
+        "{}",
+        code.detail
+    );
 }
 
 #[test]
