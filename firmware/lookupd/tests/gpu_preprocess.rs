@@ -82,7 +82,8 @@ fn gpu_preprocessing_matches_the_cpu_preprocessing_on_odd_frames() {
     let imagenet = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
     let halves = ([0.5f32; 3], [0.5f32; 3]);
     // (frame width, height, resize, crop, mean and std): downscales, upscales, a frame already
-    // of the resize size (a copy), one side only resized, 1-pixel frames, crop = resize.
+    // of the resize size (a copy), one side only resized, 1-pixel frames, crop = resize, and a
+    // camera-sized one.
     let cases = [
         (29u32, 41u32, 10u32, 8u32, imagenet),
         (7, 5, 9, 9, halves),
@@ -93,6 +94,8 @@ fn gpu_preprocessing_matches_the_cpu_preprocessing_on_odd_frames() {
         (3, 200, 16, 12, imagenet),
         (1, 1, 5, 3, halves),
         (250, 3, 11, 8, imagenet),
+        // A camera's frame at a backbone's size.
+        (640, 480, 256, 224, imagenet),
     ];
     let (mut values, mut differ, mut worst, mut levels) = (0usize, 0usize, 0f32, 0f32);
     let mut first = None;
