@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up burn's LibTorch backend (cargo feature `libtorch`) and runs a command with it:
-#   trainer/scripts/libtorch-env.sh cargo test -p trainer --features libtorch
+#   trainer/scripts/libtorch-env.sh cargo test -p trainer --features libtorch   (tests on LibTorch)
 #   trainer/scripts/libtorch-env.sh cargo build --profile libtorch -p trainer --features libtorch
 #   trainer/scripts/libtorch-env.sh target/libtorch/trainer train --backend libtorch ...
 # burn-tch 0.22.1 builds against tch 0.22, which expects PyTorch 2.9.0: the PyPI wheel of that
@@ -16,6 +16,9 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
 fi
 TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LIBTORCH_USE_PYTORCH=1
+# The tests pick their backend from TRAINER_BACKEND: under this script, LibTorch's CPU kernels
+# unless told otherwise (TRAINER_BACKEND=libtorch-cuda, or flex).
+export TRAINER_BACKEND="${TRAINER_BACKEND:-libtorch}"
 export PATH="$VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$@"

@@ -6,6 +6,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
+use super::fused::{Activation, conv_bn};
+
 /// Width of the pooled features.
 pub const FEATURES: usize = 1280;
 
@@ -57,13 +59,9 @@ impl ConvBn {
         Self { conv, bn }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+    pub fn forward(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+        conv_bn(&self.conv, &self.bn, x, activation)
     }
-}
-
-fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
 }
 
 /// Inverted residual block: 1x1 expansion, depthwise kxk, 1x1 projection, skip when shapes allow.
@@ -97,10 +95,10 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let Some(expand) = &self.expand {
-            x = relu6(expand.forward(x));
+            x = expand.forward(x, Activation::Relu6);
         }
-        x = relu6(self.depthwise.forward(x));
-        x = self.project.forward(x);
+        x = self.depthwise.forward(x, Activation::Relu6);
+        x = self.project.forward(x, Activation::Identity);
         if self.skip { x + input } else { x }
     }
 }
@@ -137,11 +135,11 @@ impl Lite0 {
 
     /// The last feature map, [N, 1280, H/32, W/32].
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu6(self.stem.forward(images));
+        let mut x = self.stem.forward(images, Activation::Relu6);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        relu6(self.head.forward(x))
+        self.head.forward(x, Activation::Relu6)
     }
 
     /// Key renames from the PyTorch checkpoint's names to this module's paths.

@@ -1,6 +1,7 @@
 //! The embedding network of NormSoftmax: a pretrained backbone, global average pooling,
 //! LayerNorm without affine, an optional bias-free linear embedding, L2 normalisation.
 
+pub mod fused;
 pub mod lite0;
 pub mod resnet;
 

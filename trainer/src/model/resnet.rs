@@ -8,6 +8,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::fused::{Activation, conv_bn};
+
 /// Width of the pooled features.
 pub const FEATURES: usize = 2048;
 
@@ -64,11 +66,11 @@ impl Bottleneck {
     }
 
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(input.clone())));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
-        let x = self.bn3.forward(self.conv3.forward(x));
+        let x = conv_bn(&self.conv1, &self.bn1, input.clone(), Activation::Relu);
+        let x = conv_bn(&self.conv2, &self.bn2, x, Activation::Relu);
+        let x = conv_bn(&self.conv3, &self.bn3, x, Activation::Identity);
         let identity = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(input)),
+            Some(down) => conv_bn(&down.conv, &down.bn, input, Activation::Identity),
             None => input,
         };
         relu(x + identity)
@@ -125,7 +127,7 @@ impl ResNet50 {
 
     /// The last feature map, [N, 2048, H/32, W/32].
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let mut x = conv_bn(&self.conv1, &self.bn1, images, Activation::Relu);
         x = self.maxpool.forward(x);
         for block in self
             .layer1
