@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use bundle::{
     LabelRow, Labels, Manifest, ModelSpec, PreprocessSpec, Preprocessor, Provenance, SelfTest,
 };
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::config::TrainConfig;
@@ -40,7 +41,12 @@ pub fn check_export(
     n: usize,
     side: usize,
 ) -> Result<f32> {
-    let device = burn::tensor::Device::flex();
+    // The images go where the model's weights are (Flex when published, any backend in tests).
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(burn::tensor::Device::flex);
     let input = Tensor::<4>::from_data(
         burn::tensor::TensorData::new(images.to_vec(), [n, 3, side, side]),
         &device,
