@@ -67,6 +67,27 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The first `count` devices of this backend, for data-parallel training: GPUs 0..count for
+    /// the GPU backends; for the CPU backends `count` replicas on the one CPU, each in its own
+    /// thread (what the data-parallel step needs, though LibTorch already uses every core).
+    pub fn devices(self, count: usize) -> Result<Vec<Device>, BackendError> {
+        match self {
+            #[cfg(feature = "libtorch")]
+            #[allow(deprecated)]
+            Backend::LibtorchCuda => Ok((0..count).map(Device::libtorch_cuda).collect()),
+            #[cfg(feature = "vulkan")]
+            Backend::Vulkan => Ok((0..count)
+                .map(|index| Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(index)))
+                .collect()),
+            other => {
+                let device = other.device()?;
+                Ok(vec![device; count])
+            }
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

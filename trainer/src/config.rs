@@ -45,8 +45,15 @@ pub struct TrainConfig {
     pub resize: u32,
     pub seed: u64,
     pub backend: Backend,
+    /// Devices the batch is split across (data parallel); 1 = one device.
+    #[serde(default = "one_device")]
+    pub devices: usize,
     /// Evaluate on the test split after each epoch.
     pub eval_each_epoch: bool,
+}
+
+fn one_device() -> usize {
+    1
 }
 
 impl TrainConfig {

@@ -226,6 +226,10 @@ struct TrainArgs {
     seed: u64,
     #[arg(long, default_value = "flex")]
     backend: Backend,
+    /// Data parallel: split each batch across this many devices of the backend (GPUs 0..N;
+    /// on a CPU backend, N replicas in threads), gradients averaged on the first.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     /// Skip the evaluation after each epoch.
     #[arg(long)]
     no_eval: bool,
@@ -255,6 +259,13 @@ impl TrainArgs {
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             bail!("--temperature must be positive");
         }
+        if self.devices == 0 || self.devices > self.batch {
+            bail!(
+                "--devices must be between 1 and --batch ({}), got {}",
+                self.batch,
+                self.devices
+            );
+        }
         Ok(TrainConfig {
             data,
             split: self.split.clone(),
@@ -279,6 +290,7 @@ impl TrainArgs {
             resize: self.resize,
             seed: self.seed,
             backend: self.backend,
+            devices: self.devices,
             eval_each_epoch: !self.no_eval,
         })
     }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::{Module, ParamGroup};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -112,32 +112,81 @@ impl Trainee {
         proxy_lr_multiplier: f64,
         warm: bool,
     ) -> (Self, f64) {
+        self.step_data_parallel(&[], images, labels, subset, lr, proxy_lr_multiplier, warm)
+    }
+
+    /// [`Trainee::step`] with the batch split across `replicas` (data parallel, as burn's
+    /// multi-device learner does it): a copy of the model and the proxies per device, each
+    /// computing the loss of its share in its own thread, the gradients summed on the model's
+    /// device, each share's loss weighted by its share of the batch so that the sum is the
+    /// whole batch's gradient, then one SGD step. BatchNorm sees each share's statistics, and
+    /// its running statistics average the shares' (burn's `RunningState`). With fewer than two
+    /// replicas, the plain step on the model's device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_data_parallel(
+        self,
+        replicas: &[Device],
+        images: Tensor<4>,
+        labels: &[usize],
+        subset: Option<&ClassSubset>,
+        lr: f64,
+        proxy_lr_multiplier: f64,
+        warm: bool,
+    ) -> (Self, f64) {
         let Trainee {
             model,
             criterion,
             mut optimizer,
             mut proxy_optimizer,
         } = self;
-        // In warm-up the backbone runs untracked (its BatchNorm statistics still update): no
-        // backward through it, and no graph at all. A detached graph is not enough: burn's
-        // autodiff keeps the nodes of a graph no backward pass reaches, and a warm-up epoch then
-        // grew the process by hundreds of megabytes per step.
-        let pooled = if warm {
-            model.backbone.clone().no_grad().pooled(images)
+        let shards = replicas.len().min(labels.len());
+        let (model_grads, proxy_grads, loss_value) = if shards < 2 {
+            gradients(&model, &criterion, images, labels, subset, warm, 1.0)
         } else {
-            model.backbone.pooled(images)
+            let main = images.device();
+            let n = labels.len();
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = replicas[..shards]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, device)| {
+                        let (start, end) = (i * n / shards, (i + 1) * n / shards);
+                        let model = model.clone().fork(device);
+                        let criterion = criterion.clone().fork(device);
+                        let images = images
+                            .clone()
+                            .narrow(0, start, end - start)
+                            .to_device(device);
+                        let labels = &labels[start..end];
+                        let main = &main;
+                        scope.spawn(move || {
+                            let weight = (end - start) as f64 / n as f64;
+                            let (model_grads, proxy_grads, loss) =
+                                gradients(&model, &criterion, images, labels, subset, warm, weight);
+                            (
+                                model_grads.to_device(main, &model),
+                                proxy_grads.to_device(main, &criterion),
+                                loss * weight,
+                            )
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().expect("a data-parallel share panicked"))
+                    .collect()
+            });
+            let mut model_sum = GradientsAccumulator::new();
+            let mut proxy_sum = GradientsAccumulator::new();
+            let mut loss = 0.0;
+            for (model_grads, proxy_grads, share_loss) in results {
+                model_sum.accumulate(&model, model_grads);
+                proxy_sum.accumulate(&criterion, proxy_grads);
+                loss += share_loss;
+            }
+            (model_sum.grads(), proxy_sum.grads(), loss)
         };
-        let embeddings = l2_normalize(model.head(pooled));
-        let loss = criterion.forward(embeddings, labels, subset);
-        let mut grads = loss.backward();
-        let loss_value = loss.into_scalar::<f64>();
-        let proxy_grads = GradientsParams::from_module(&mut grads, &criterion);
         let criterion = proxy_optimizer.step(lr * proxy_lr_multiplier, criterion, proxy_grads);
-        let model_grads = if warm {
-            GradientsParams::from_module(&mut grads, &model.embedding)
-        } else {
-            GradientsParams::from_grads(grads, &model)
-        };
         let model = optimizer.step(lr, model, model_grads);
         (
             Trainee {
@@ -149,6 +198,42 @@ impl Trainee {
             loss_value,
         )
     }
+}
+
+/// The gradients of the model and of the proxies for one batch (or one share of it, its loss
+/// weighted by `weight`), and the batch's loss. In warm-up the backbone runs untracked (its
+/// BatchNorm statistics still update): no backward through it, and no graph at all. A
+/// detached graph is not enough: burn's autodiff keeps the nodes of a graph no backward pass
+/// reaches, and a warm-up epoch then grew the process by hundreds of megabytes per step.
+fn gradients(
+    model: &EmbeddingModel,
+    criterion: &NormSoftmax,
+    images: Tensor<4>,
+    labels: &[usize],
+    subset: Option<&ClassSubset>,
+    warm: bool,
+    weight: f64,
+) -> (GradientsParams, GradientsParams, f64) {
+    let pooled = if warm {
+        model.backbone.clone().no_grad().pooled(images)
+    } else {
+        model.backbone.pooled(images)
+    };
+    let embeddings = l2_normalize(model.head(pooled));
+    let loss = criterion.forward(embeddings, labels, subset);
+    let mut grads = if weight == 1.0 {
+        loss.backward()
+    } else {
+        loss.clone().mul_scalar(weight).backward()
+    };
+    let loss_value = loss.into_scalar::<f64>();
+    let proxy_grads = GradientsParams::from_module(&mut grads, criterion);
+    let model_grads = if warm {
+        GradientsParams::from_module(&mut grads, &model.embedding)
+    } else {
+        GradientsParams::from_grads(grads, model)
+    };
+    (model_grads, proxy_grads, loss_value)
 }
 
 pub fn checkpoint_dir(run: &Path, epoch: usize) -> PathBuf {
@@ -299,6 +384,16 @@ fn run_epochs(config: &TrainConfig, run: &Path, resume_after: Option<usize>) -> 
     let base_device = config.backend.device()?;
     let device = base_device.clone().autodiff();
     device.seed(config.seed);
+    let replicas: Vec<Device> = if config.devices > 1 {
+        let replicas = config.backend.devices(config.devices)?;
+        tracing::info!(
+            "data parallel over {} devices: {replicas:?}",
+            replicas.len()
+        );
+        replicas.into_iter().map(Device::autodiff).collect()
+    } else {
+        Vec::new()
+    };
     let spec = data_spec(config)?;
     let dataset: Dataset = data::load(&spec)?;
     let train_split = Arc::new(dataset.train.clone());
@@ -373,7 +468,8 @@ fn run_epochs(config: &TrainConfig, run: &Path, resume_after: Option<usize>) -> 
             let subset = (config.class_fraction < 1.0).then(|| {
                 ClassSubset::draw(&batch.labels, classes, config.class_fraction, &mut rng)
             });
-            let (next, loss) = trainee.step(
+            let (next, loss) = trainee.step_data_parallel(
+                &replicas,
                 images,
                 &batch.labels,
                 subset.as_ref(),

@@ -109,8 +109,13 @@ fn trainer_cli(args: &[&str]) {
 }
 
 fn small_run(out: &Path, epochs: &str) {
+    small_run_with(out, epochs, &[]);
+}
+
+fn small_run_with(out: &Path, epochs: &str, extra: &[&str]) {
     let out = out.to_str().unwrap();
-    trainer_cli(&[
+    let backend = trainer::backend::from_env().unwrap();
+    let mut args = vec![
         "train",
         "--data",
         "fashion-mnist",
@@ -136,8 +141,10 @@ fn small_run(out: &Path, epochs: &str) {
         "--seed",
         "3",
         "--backend",
-        trainer::backend::from_env().unwrap().name(),
-    ]);
+        backend.name(),
+    ];
+    args.extend_from_slice(extra);
+    trainer_cli(&args);
 }
 
 fn step_losses(run: &Path) -> Vec<(u64, f64)> {
@@ -269,5 +276,83 @@ fn frozen_batch_norm_uses_running_statistics_and_does_not_learn() {
     assert!(
         net.stem.conv.weight.val().grad(&grads).is_some(),
         "the convolutions still learn"
+    );
+}
+
+#[test]
+fn a_data_parallel_step_equals_the_whole_batch_step() {
+    // Two replicas (threads on this CPU, as `--devices 2` gives on a CPU backend), each with
+    // half of an uneven batch: with BatchNorm frozen the whole-batch gradient is the weighted
+    // sum of the shares', so both steps must land on the same model and proxies.
+    let _turn = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    use trainer::burn::module::Module;
+    use trainer::burn::tensor::Distribution;
+    let device = device_from_env().unwrap().autodiff();
+    device.seed(3);
+    let backbone = trainer::model::Backbone::new(BackboneKind::EfficientnetLite0, &device, None);
+    let model = EmbeddingModel::new(backbone, 64, &device).freeze_group(train::batch_norm_group());
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let criterion = NormSoftmax::new(6, 64, 0.05, &mut rng, &device);
+    let images = Tensor::<4>::random([7, 3, 32, 32], Distribution::Default, &device);
+    let labels = [0, 0, 1, 1, 2, 4, 4];
+    let probe = Tensor::<4>::random([5, 3, 32, 32], Distribution::Default, &device);
+    let probe_labels = [0, 1, 2, 4, 5];
+
+    let whole = Trainee::new(model.clone(), criterion.clone(), 0.9, 1e-4);
+    let (whole, whole_loss) = whole.step(images.clone(), &labels, None, 0.1, 10.0, false);
+    let shared = Trainee::new(model, criterion, 0.9, 1e-4);
+    let replicas = [device.clone(), device.clone()];
+    let (shared, shared_loss) =
+        shared.step_data_parallel(&replicas, images, &labels, None, 0.1, 10.0, false);
+
+    assert!(
+        (whole_loss - shared_loss).abs() < 1e-5 * whole_loss.abs().max(1.0),
+        "batch loss {whole_loss} vs {shared_loss}"
+    );
+    let proxies = |t: &Trainee| {
+        t.criterion
+            .proxies
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let (a, b) = (proxies(&whole), proxies(&shared));
+    let largest = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * largest,
+            "proxy value {i}: {x} vs {y}"
+        );
+    }
+    let whole_after = whole.loss(probe.clone(), &probe_labels);
+    let shared_after = shared.loss(probe, &probe_labels);
+    assert!(
+        (whole_after - shared_after).abs() < 1e-4 * whole_after.abs().max(1.0),
+        "probe loss after the step: {whole_after} vs {shared_after}"
+    );
+    assert!(
+        (whole_after - whole_loss).abs() > 1e-3,
+        "the step should have changed the model"
+    );
+}
+
+#[test]
+fn a_run_trains_data_parallel_with_devices() {
+    if !fashion_mnist_present() {
+        return;
+    }
+    // Warm-up, then an epoch with the backbone learning, each batch split across two replicas.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("parallel");
+    small_run_with(&run, "2", &["--devices", "2"]);
+    let config = train::read_config(&run).unwrap();
+    assert_eq!(config.devices, 2);
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 4);
+    assert!(
+        losses
+            .iter()
+            .all(|(_, loss)| loss.is_finite() && *loss > 0.0)
     );
 }
