@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 
 /// The crates that run on the device.
-const DEVICE_CRATES: &[&str] = &["bundle", "gallery", "infer", "lookupd"];
+const DEVICE_CRATES: &[&str] = &["bundle", "gallery", "infer", "lookupd", "resample"];
 /// What they must never depend on, directly or not.
 const FORBIDDEN: &[&str] = &[
     "trainer",

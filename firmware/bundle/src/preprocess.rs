@@ -22,6 +22,7 @@
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Rgb, RgbImage};
+use resample::Taps;
 
 use crate::error::{BundleError, Result};
 use crate::manifest::PreprocessSpec;
@@ -166,63 +167,6 @@ fn write_crop(
             blue[i] = p[2] as f32 * scale[2] + bias[2];
         }
     }
-}
-
-/// The filter taps of a triangle-filter resize from `n_src` to `n_dst` samples, for the output
-/// samples `first..first + count` only; computed exactly as `image` 0.25's `imageops::resize`
-/// computes them (`vertical_sample` / `horizontal_sample`).
-#[derive(Debug, Default)]
-struct Taps {
-    /// First source sample of each output sample.
-    left: Vec<u32>,
-    /// `weights[start[k]..start[k + 1]]` are output sample k's weights, normalised.
-    start: Vec<usize>,
-    weights: Vec<f32>,
-}
-
-impl Taps {
-    fn new(n_src: u32, n_dst: u32, first: u32, count: u32) -> Self {
-        let support = 1.0f32; // FilterType::Triangle
-        let ratio = n_src as f32 / n_dst as f32;
-        let sratio = if ratio < 1.0 { 1.0 } else { ratio };
-        let src_support = support * sratio;
-        let mut taps = Taps {
-            left: Vec::with_capacity(count as usize),
-            start: Vec::with_capacity(count as usize + 1),
-            weights: Vec::new(),
-        };
-        taps.start.push(0);
-        for out in first..first + count {
-            let input = (out as f32 + 0.5) * ratio;
-            let left = ((input - src_support).floor() as i64).clamp(0, i64::from(n_src) - 1);
-            let right = ((input + src_support).ceil() as i64).clamp(left + 1, i64::from(n_src));
-            let input = input - 0.5;
-            let from = taps.weights.len();
-            let mut sum = 0.0f32;
-            for i in left..right {
-                let w = triangle((i as f32 - input) / sratio);
-                taps.weights.push(w);
-                sum += w;
-            }
-            for w in &mut taps.weights[from..] {
-                *w /= sum;
-            }
-            taps.left.push(left as u32);
-            taps.start.push(taps.weights.len());
-        }
-        taps
-    }
-
-    fn get(&self, k: usize) -> (usize, &[f32]) {
-        (
-            self.left[k] as usize,
-            &self.weights[self.start[k]..self.start[k + 1]],
-        )
-    }
-}
-
-fn triangle(x: f32) -> f32 {
-    if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 }
 }
 
 /// The filter geometry of one input size.

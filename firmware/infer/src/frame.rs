@@ -10,6 +10,8 @@
 //! `bundle::Preprocessor`) computes them, and lookupd's tests check the GPU against
 //! `bundle::Preprocessor` float for float.
 
+use resample::Taps;
+
 use crate::InferError;
 
 /// How a packed RGB8 frame becomes the model's `3 x crop x crop` input (see the module doc).
@@ -67,56 +69,6 @@ pub(crate) fn check_frame(width: u32, height: u32, pixels: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// The triangle-filter taps of one axis, for the output samples `first..first + count` of a
-/// resize from `n_src` to `n_dst` samples: `image` 0.25's `vertical_sample` /
-/// `horizontal_sample` weights, normalised the same way, in the same order.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Taps {
-    /// First source sample of each output sample.
-    pub left: Vec<u32>,
-    /// `weights[start[k]..start[k + 1]]` are output sample k's weights.
-    pub start: Vec<u32>,
-    pub weights: Vec<f32>,
-}
-
-impl Taps {
-    pub fn new(n_src: u32, n_dst: u32, first: u32, count: u32) -> Self {
-        let support = 1.0f32; // FilterType::Triangle
-        let ratio = n_src as f32 / n_dst as f32;
-        let sratio = if ratio < 1.0 { 1.0 } else { ratio };
-        let src_support = support * sratio;
-        let mut taps = Taps {
-            left: Vec::with_capacity(count as usize),
-            start: Vec::with_capacity(count as usize + 1),
-            weights: Vec::new(),
-        };
-        taps.start.push(0);
-        for out in first..first + count {
-            let input = (out as f32 + 0.5) * ratio;
-            let left = ((input - src_support).floor() as i64).clamp(0, i64::from(n_src) - 1);
-            let right = ((input + src_support).ceil() as i64).clamp(left + 1, i64::from(n_src));
-            let input = input - 0.5;
-            let from = taps.weights.len();
-            let mut sum = 0.0f32;
-            for i in left..right {
-                let w = triangle((i as f32 - input) / sratio);
-                taps.weights.push(w);
-                sum += w;
-            }
-            for w in &mut taps.weights[from..] {
-                *w /= sum;
-            }
-            taps.left.push(left as u32);
-            taps.start.push(taps.weights.len() as u32);
-        }
-        taps
-    }
-}
-
-fn triangle(x: f32) -> f32 {
-    if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 }
-}
-
 /// Word offsets of the parts of the taps buffer (`u32` words; weights as f32 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TapsLayout {
@@ -168,41 +120,6 @@ pub(crate) fn taps_words(prep: &FramePrep, width: u32, height: u32) -> (Vec<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_taps_pick_one_sample_with_weight_one() {
-        // A resize to the same size must copy: image copies the image, the kernel must too.
-        let t = Taps::new(7, 7, 0, 7);
-        for k in 0..7 {
-            let w = &t.weights[t.start[k] as usize..t.start[k + 1] as usize];
-            let picked: Vec<u32> = w
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| **w != 0.0)
-                .map(|(i, w)| {
-                    assert_eq!(*w, 1.0);
-                    t.left[k] + i as u32
-                })
-                .collect();
-            assert_eq!(picked, [k as u32]);
-        }
-    }
-
-    #[test]
-    fn weights_are_normalised_and_in_range() {
-        for (src, dst) in [(41, 10), (10, 41), (640, 256), (3, 1), (1, 5)] {
-            let t = Taps::new(src, dst, 0, dst);
-            for k in 0..dst as usize {
-                let w = &t.weights[t.start[k] as usize..t.start[k + 1] as usize];
-                assert!(!w.is_empty());
-                assert!(
-                    (w.iter().sum::<f32>() - 1.0).abs() < 1e-5,
-                    "{src}->{dst} {k}"
-                );
-                assert!(t.left[k] as usize + w.len() <= src as usize);
-            }
-        }
-    }
 
     #[test]
     fn a_crop_that_does_not_fit_the_model_is_refused() {
