@@ -1,8 +1,8 @@
 //! The fused conv -> batch norm -> activation training op (`model::fused`) against burn's own
 //! modules applied one after the other: output, running statistics and the gradients of the
 //! input, the conv weight, gamma and beta. On the LibTorch build (`TRAINER_BACKEND=libtorch`)
-//! the fused op runs through PyTorch's autograd, so this compares two independent
-//! implementations; on Flex it checks the op's plumbing (statistics, gradient routing).
+//! the fused op runs through PyTorch's autograd, on the default build through the trainer's own
+//! Flex code (`model/fused/flex.rs`): either way two independent implementations are compared.
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -18,13 +18,18 @@ struct Case {
     groups: usize,
     activation: Activation,
     input_grad: bool,
+    /// Top, left, bottom, right; None: kernel / 2 on every side.
+    padding: Option<[usize; 4]>,
+    dilation: usize,
 }
 
 fn modules(device: &Device, case: &Case) -> (Conv2d, BatchNorm) {
     let pad = case.kernel / 2;
+    let [top, left, bottom, right] = case.padding.unwrap_or([pad; 4]);
     let conv = Conv2dConfig::new(case.channels, [case.kernel, case.kernel])
         .with_stride([case.stride, case.stride])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
+        .with_dilation([case.dilation, case.dilation])
         .with_groups(case.groups)
         .with_bias(false)
         .init(device);
@@ -68,22 +73,11 @@ fn check(case: Case) {
     } else {
         input
     };
-    let [out_channels, ..] = conv.weight.dims();
-    let output_weights = Tensor::<4>::random(
-        [
-            3,
-            out_channels,
-            9usize.div_ceil(case.stride),
-            7usize.div_ceil(case.stride),
-        ],
-        Distribution::Default,
-        &device,
-    );
-
     let fused = conv_bn(&conv, &bn, input.clone(), case.activation);
     let reference = case
         .activation
         .apply(reference_bn.forward(conv.forward(input.clone())));
+    let output_weights = Tensor::<4>::random(reference.dims(), Distribution::Default, &device);
     if case.activation == Activation::Relu6 {
         let clipped = values(reference.clone().greater_equal_elem(6.0).float().sum());
         assert!(
@@ -142,6 +136,8 @@ fn dense_3x3_stride_2_relu6() {
         groups: 1,
         activation: Activation::Relu6,
         input_grad: true,
+        padding: None,
+        dilation: 1,
     });
 }
 
@@ -154,6 +150,37 @@ fn depthwise_5x5_relu6() {
         groups: 6,
         activation: Activation::Relu6,
         input_grad: true,
+        padding: None,
+        dilation: 1,
+    });
+}
+
+#[test]
+fn depthwise_3x3_stride_2_asymmetric_padding_relu6() {
+    // TensorFlow's "same" padding, as EfficientNet's strided depthwise layers may have it.
+    check(Case {
+        channels: [5, 5],
+        kernel: 3,
+        stride: 2,
+        groups: 5,
+        activation: Activation::Relu6,
+        input_grad: true,
+        padding: Some([0, 1, 2, 1]),
+        dilation: 1,
+    });
+}
+
+#[test]
+fn depthwise_dilated_relu() {
+    check(Case {
+        channels: [4, 4],
+        kernel: 3,
+        stride: 1,
+        groups: 4,
+        activation: Activation::Relu,
+        input_grad: true,
+        padding: Some([2, 2, 2, 2]),
+        dilation: 2,
     });
 }
 
@@ -166,6 +193,8 @@ fn pointwise_identity() {
         groups: 1,
         activation: Activation::Identity,
         input_grad: true,
+        padding: None,
+        dilation: 1,
     });
 }
 
@@ -179,6 +208,8 @@ fn grouped_relu_without_input_gradient() {
         groups: 2,
         activation: Activation::Relu,
         input_grad: false,
+        padding: None,
+        dilation: 1,
     });
 }
 
@@ -193,6 +224,8 @@ fn inference_uses_running_statistics() {
         groups: 1,
         activation: Activation::Relu6,
         input_grad: false,
+        padding: None,
+        dilation: 1,
     };
     let (conv, bn) = modules(&device, &case);
     let input = Tensor::<4>::random([2, 3, 5, 5], Distribution::Default, &device);

@@ -6,8 +6,10 @@
 //! each way, and ReLU6 is two compare-and-fill pairs each way: a training step ran at 0.38x
 //! PyTorch's speed. On LibTorch this op hands the three to PyTorch's own autograd, so both
 //! directions run PyTorch's native kernels (one `convolution_backward`, one fused batch-norm
-//! backward, one ReLU6 backward), exactly as PyTorch eager would. On every other backend it
-//! is the same composition of burn ops as before, so the model is still written once.
+//! backward, one ReLU6 backward), exactly as PyTorch eager would. On Flex it is the trainer's
+//! own code (`fused/flex.rs`: batch norm and activation in one pass each way, a depthwise
+//! convolution's gradients as direct loops); on Vulkan, the same composition of burn ops as
+//! before. The model is still written once.
 
 // burn 0.22 deprecates LibTorch (and the dispatch code generated for this file names it), but it
 // is the fast path today.
@@ -124,9 +126,7 @@ pub trait NativeConvBn: Backend {
     }
 }
 
-impl NativeConvBn for Flex {
-    type Saved = ();
-}
+mod flex;
 
 #[cfg(feature = "vulkan")]
 impl NativeConvBn for burn::backend::Cube {
