@@ -361,9 +361,20 @@ impl Depthwise {
                         let dx_row = &mut dx[iy * w..][..w];
                         for (kx, (offset, columns)) in taps.iter().enumerate() {
                             let v = filter[ky * kw + kx];
-                            for ox in columns.clone() {
-                                let ix = (ox * sx) as isize + offset;
-                                dx_row[ix as usize] += grad_row[ox] * v;
+                            let Some(start) = tap_start(columns, sx, *offset) else {
+                                continue;
+                            };
+                            let (inputs, outputs) =
+                                (&mut dx_row[start..], &grad_row[columns.clone()]);
+                            // Slices and zips, not indices: no bounds checks, vector code.
+                            if sx == 1 {
+                                for (d, &g) in inputs.iter_mut().zip(outputs) {
+                                    *d += g * v;
+                                }
+                            } else {
+                                for (d, &g) in inputs.iter_mut().step_by(sx).zip(outputs) {
+                                    *d += g * v;
+                                }
                             }
                         }
                     }
@@ -393,10 +404,16 @@ impl Depthwise {
                         let Some(iy) = self.row(oy, ky) else { continue };
                         let x_row = &x[iy * w..][..w];
                         for (kx, (offset, columns)) in taps.iter().enumerate() {
-                            let mut sum = 0.0f32;
-                            for ox in columns.clone() {
-                                sum += grad_row[ox] * x_row[((ox * sx) as isize + offset) as usize];
-                            }
+                            let Some(start) = tap_start(columns, sx, *offset) else {
+                                continue;
+                            };
+                            let outputs = &grad_row[columns.clone()];
+                            let sum = if sx == 1 {
+                                dot(&x_row[start..][..outputs.len()], outputs)
+                            } else {
+                                let inputs = x_row[start..].iter().step_by(sx);
+                                inputs.zip(outputs).map(|(x, g)| x * g).sum()
+                            };
                             sums[ky * kw + kx] += f64::from(sum);
                         }
                     }
@@ -408,4 +425,29 @@ impl Depthwise {
         });
         dw
     }
+}
+
+/// Where in the input row a kernel column's outputs `columns` start reading (then every
+/// `stride`-th value), or None when they are none.
+fn tap_start(columns: &std::ops::Range<usize>, stride: usize, offset: isize) -> Option<usize> {
+    (!columns.is_empty()).then(|| ((columns.start * stride) as isize + offset) as usize)
+}
+
+/// Sum of products of two equally long slices in eight lanes (so that it compiles to vector
+/// code), then the lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    let mut lanes = [0.0f32; 8];
+    for (a, b) in a.zip(b) {
+        for i in 0..8 {
+            lanes[i] += a[i] * b[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
