@@ -54,18 +54,12 @@ impl NativeConvBn for Flex {
         {
             return None;
         }
-        let conv = dense(Flex::conv2d(
-            x.clone(),
-            weight.clone(),
-            None,
-            options.clone(),
-        ));
+        let conv = Flex::conv2d(x.clone(), weight.clone(), None, options.clone());
         let shape: [usize; 4] = conv.shape().dims();
         let [_, channels, _, _] = shape;
-        let conv = values(&conv);
-        let (gamma, beta) = (dense(gamma.clone()), dense(beta.clone()));
-        let (gamma, beta) = (values(&gamma).to_vec(), values(&beta).to_vec());
-        let (mean, variance) = channel_statistics(conv, shape);
+        let conv = Dense::new(&conv);
+        let (gamma, beta) = (Dense::new(gamma).to_vec(), Dense::new(beta).to_vec());
+        let (mean, variance) = channel_statistics(&conv, shape);
         let invstd: Vec<f32> = variance
             .iter()
             .map(|&v| (1.0 / (f64::from(v) + epsilon).sqrt()) as f32)
@@ -111,8 +105,7 @@ impl NativeConvBn for Flex {
 
     fn backward(saved: Saved, grad: FlexTensor) -> [Option<FlexTensor>; 4] {
         let device = grad.device();
-        let grad = dense(grad);
-        let grad = values(&grad);
+        let grad = Dense::new(&grad);
         let shape = saved.shape;
         let [batch, channels, height, width] = shape;
         let plane = height * width;
@@ -232,17 +225,25 @@ impl Activation {
     }
 }
 
-/// The tensor with its values contiguous from its first element.
-fn dense(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
+/// An f32 tensor whose values are contiguous from its first element, read as a slice.
+struct Dense(FlexTensor);
+
+impl Dense {
+    fn new(t: &FlexTensor) -> Self {
+        Dense(if t.as_slice::<f32>().is_some() {
+            t.clone()
+        } else {
+            t.to_contiguous()
+        })
     }
 }
 
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("a dense f32 tensor")
+impl std::ops::Deref for Dense {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        self.0.as_slice().expect("a dense f32 tensor")
+    }
 }
 
 /// Per channel of an NCHW tensor: the mean and the biased variance (sums in f64).
@@ -342,8 +343,7 @@ impl Depthwise {
 
     /// d loss / d x: each output gradient spread over the inputs its window read.
     fn input_grad(&self, grad: &FlexTensor, weight: &FlexTensor) -> Vec<f32> {
-        let (grad, weight) = (dense(grad.clone()), dense(weight.clone()));
-        let (grad, weight) = (values(&grad), values(&weight));
+        let (grad, weight) = (Dense::new(grad), Dense::new(weight));
         let ([h, w], [oh, ow], [kh, kw]) = (self.input, self.output, self.kernel);
         let sx = self.stride[1];
         let taps = self.column_taps();
@@ -386,8 +386,7 @@ impl Depthwise {
     /// d loss / d weight: per channel and tap, the output gradient against the inputs the tap
     /// read (each row summed in f32, the rows in f64).
     fn weight_grad(&self, grad: &FlexTensor, x: &FlexTensor) -> Vec<f32> {
-        let (grad, x) = (dense(grad.clone()), dense(x.clone()));
-        let (grad, x) = (values(&grad), values(&x));
+        let (grad, x) = (Dense::new(grad), Dense::new(x));
         let ([h, w], [oh, ow], [kh, kw]) = (self.input, self.output, self.kernel);
         let sx = self.stride[1];
         let taps = self.column_taps();
