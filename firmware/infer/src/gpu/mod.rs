@@ -256,15 +256,21 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
 /// Workgroups below which a 1x1 conv splits its inputs: a big GPU has over a hundred cores.
 const MIN_WORKGROUPS: usize = 256;
 
-/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)`: one split when its 32x32
-/// tiles alone fill the GPU or the inputs are few, else ranges of at least 64 inputs.
+/// The output tile of a workgroup of the 1x1 kernel (`wgsl/pointwise.wgsl`).
+const POINTWISE_TILE_CHANNELS: usize = 32;
+const POINTWISE_TILE_PIXELS: usize = 64;
+/// The depth of the input slices it reads at once: a split's range is a multiple of it.
+const POINTWISE_SLICE: usize = 16;
+
+/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)`: one split when its tiles
+/// alone fill the GPU or the inputs are few, else ranges of at least 64 inputs.
 fn pointwise_split(cin: usize, cout: usize, npix: usize) -> (usize, usize) {
-    let tiles = npix.div_ceil(32) * cout.div_ceil(32);
+    let tiles = npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS);
     if tiles >= MIN_WORKGROUPS / 2 || cin < 128 {
         return (1, cin);
     }
     let want = MIN_WORKGROUPS.div_ceil(tiles).min(cin / 64).max(1);
-    let chunk = cin.div_ceil(want).next_multiple_of(8);
+    let chunk = cin.div_ceil(want).next_multiple_of(POINTWISE_SLICE);
     (cin.div_ceil(chunk), chunk)
 }
 
@@ -361,14 +367,14 @@ impl GpuPlan {
                 })
             })
             .collect();
-        // Single-row MatMul weights travel transposed (below), not as they are.
+        // 1x1 conv weights travel transposed (below), not as they are.
         let replaced: Vec<usize> = g
             .steps
             .iter()
-            .filter_map(|s| match s.kind {
-                StepKind::MatMul {
-                    weight, rows: 1, ..
-                } => Some(weight),
+            .filter_map(|s| match &s.kind {
+                StepKind::Conv {
+                    weight, group, win, ..
+                } if is_pointwise(win, *group) => Some(*weight),
                 _ => None,
             })
             .collect();
@@ -502,27 +508,31 @@ impl GpuPlan {
             })
         };
 
-        // A single-row MatMul (a linear layer) runs as a 1x1 conv over one pixel, which needs
-        // its weight as [n, k]: the 1x1 kernel tiles and splits the long k that a
-        // one-output-per-invocation product walks alone.
+        // The 1x1 kernel reads its weight as [cin, cout] (contiguous across a tile's output
+        // channels, like the pixels of its input); ONNX stores a 1x1 conv's as [cout, cin].
+        // A single-row MatMul (a linear layer) runs on the same kernel as a 1x1 conv over one
+        // pixel: its [k, n] weight is already in that order.
         let transposed: HashMap<usize, wgpu::Buffer> = g
             .steps
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| match s.kind {
-                StepKind::MatMul {
+            .filter_map(|(i, s)| match &s.kind {
+                StepKind::Conv {
                     weight,
-                    rows: 1,
-                    k,
-                    n,
+                    cout,
+                    group,
+                    win,
                     ..
-                } => {
-                    let w = &g.consts[weight].data;
-                    let t: Vec<f32> = (0..n * k).map(|e| w[(e % k) * n + e / k]).collect();
+                } if is_pointwise(win, *group) => {
+                    let (cin, cout) = (win.c, *cout);
+                    let w = &g.consts[*weight].data;
+                    let t: Vec<f32> = (0..cin * cout)
+                        .map(|e| w[(e % cout) * cin + e / cout])
+                        .collect();
                     Some((
                         i,
                         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: Some("linear weight [n, k]"),
+                            label: Some("1x1 weight [cin, cout]"),
                             contents: bytemuck::cast_slice(&t),
                             usage: storage,
                         }),
@@ -559,7 +569,7 @@ impl GpuPlan {
                     *hi,
                     [
                         buf(*x),
-                        &consts[*weight],
+                        &transposed[&si],
                         bias.map_or(&dummy, |b| &consts[b]),
                         residual.map_or(&dummy, buf),
                         out,
@@ -567,6 +577,7 @@ impl GpuPlan {
                 )),
                 StepKind::MatMul {
                     x,
+                    weight,
                     bias,
                     rows: 1,
                     k,
@@ -581,7 +592,7 @@ impl GpuPlan {
                     f32::MAX,
                     [
                         buf(*x),
-                        &transposed[&si],
+                        &consts[*weight],
                         bias.map_or(&dummy, |b| &consts[b]),
                         &dummy,
                         out,
@@ -590,8 +601,8 @@ impl GpuPlan {
                 _ => None,
             };
             if let Some((cin, cout, npix, flags, lo, hi, bufs)) = pointwise {
-                let tiles_p = npix.div_ceil(32);
-                let tiles = tiles_p * cout.div_ceil(32);
+                let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
+                let tiles = tiles_p * cout.div_ceil(POINTWISE_TILE_CHANNELS);
                 let (splits, chunk) = pointwise_split(cin, cout, npix);
                 let p = [
                     u(total),

@@ -65,12 +65,13 @@ save("inverted_residual", [
                           "wp": w(4, 8, 1, 1), "bp": w(4), **six})
 
 
-# Wide 1x1 convs: several 32-channel and 32-pixel tiles, a partial 8-deep slice of inputs.
+# Wide 1x1 convs: several 32-channel and 64-pixel tiles (the last ones partial, 81 pixels and
+# 5 channels not a multiple of the kernel's 4-wide vectors), partial 16-deep slices of inputs.
 save("pointwise_wide", [
     N("Conv", ["x", "w1", "b1"], ["a"], name="expand"),
     N("Relu", ["a"], ["b"], name="relu"),
     N("Conv", ["b", "w2"], ["y"], name="project"),
-], [12, 5, 7], [5, 5, 7], {"w1": w(40, 12, 1, 1), "b1": w(40), "w2": w(5, 40, 1, 1)})
+], [20, 9, 9], [5, 9, 9], {"w1": w(40, 20, 1, 1), "b1": w(40), "w2": w(5, 40, 1, 1)})
 
 
 # Deep 1x1 convs on few pixels (Lite0's last blocks): too few tiles to fill a GPU, so the
