@@ -66,6 +66,11 @@ fn conv_depthwise_and_grouped() {
 }
 
 #[test]
+fn conv_dilated_dense_and_depthwise() {
+    check("conv_dilated");
+}
+
+#[test]
 fn inverted_residual_fuses_activations_and_residual_add() {
     let k = check("inverted_residual");
     if !k.is_empty() {

@@ -649,6 +649,8 @@ impl GpuPlan {
                     win,
                 } => {
                     let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
+                    // An invocation computes four neighbouring outputs of a row.
+                    let quads = cout * win.oh * win.ow.div_ceil(4);
                     let p = [
                         u(total),
                         u(win.c),
@@ -669,6 +671,7 @@ impl GpuPlan {
                         flags,
                         f(*lo),
                         f(*hi),
+                        u(quads),
                     ];
                     let bufs = [
                         buf(*x),
@@ -677,7 +680,7 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    make(Kernel::Conv, &p, &bufs, total, label)?
+                    make(Kernel::Conv, &p, &bufs, quads, label)?
                 }
                 StepKind::Binary { op, a, b, bc } => {
                     let mut p = vec![u(total), *op as u32, u(bc.a_batch), u(bc.b_batch)];

@@ -254,3 +254,12 @@ save("frame_head", [
     N("GlobalAveragePool", ["a"], ["b"], name="gap"),
     N("Flatten", ["b"], ["y"], name="flatten"),
 ], [3, "H", "W"], [8], {"wf": w(8, 3, 1, 1), "bf": w(8)})
+
+# Dilated convs: a dense 3x3 with dilation 2 (rows and columns) and a depthwise 3x3 with
+# dilations (1, 3) and stride 2, on rows wide enough that some windows lie inside the input.
+save("conv_dilated", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="dense", pads=[2, 2, 2, 2], dilations=[2, 2]),
+    N("Relu", ["a"], ["b"], name="relu"),
+    N("Conv", ["b", "wd"], ["y"], name="depthwise", group=4, pads=[1, 3, 1, 2],
+      dilations=[1, 3], strides=[2, 2]),
+], [3, 9, 17], [4, 5, 8], {"w1": w(4, 3, 3, 3), "b1": w(4), "wd": w(4, 1, 3, 3)})
