@@ -96,6 +96,11 @@ fn batchnorm_and_relu_without_a_conv() {
 }
 
 #[test]
+fn large_input_copied_in_pieces() {
+    check("large_input");
+}
+
+#[test]
 fn max_and_average_pools() {
     check("pools");
 }

@@ -205,6 +205,32 @@ struct FrameStage {
     input_readback: Option<wgpu::Buffer>,
 }
 
+/// Inputs of at least twice this size are copied into the mapped upload buffer by rayon's
+/// threads, a piece of this size each: one core's copy into mapped (possibly write-combined)
+/// memory runs at about 10 GB/s, which made the copy of a 224x224 batch of 32 (19 MB) 1.7 ms
+/// on the H200's host. A frame-sized input (0.6 MB) is copied by the calling thread.
+const COPY_PIECE: usize = 1 << 20;
+
+/// Copies `src` into the mapped `dst` (same length).
+fn copy_input(mut dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
+    if src.len() < 2 * COPY_PIECE {
+        dst.copy_from_slice(src);
+        return;
+    }
+    // Whole pieces as arrays: a `WriteOnly` of an array may cross threads, one of a slice not.
+    let (pieces, mut rest) = dst.into_chunks::<COPY_PIECE>();
+    let sources = src.chunks_exact(COPY_PIECE);
+    rest.copy_from_slice(sources.remainder());
+    rayon::in_place_scope(|scope| {
+        for (piece, source) in pieces.into_iter().zip(sources) {
+            scope.spawn(move |_| {
+                let mut piece: wgpu::WriteOnly<'_, [u8]> = piece.into();
+                piece.copy_from_slice(source);
+            });
+        }
+    });
+}
+
 /// Maps a staging buffer for writing again if a failed run left it unmapped.
 fn remap(ctx: &GpuContext, buffer: &wgpu::Buffer, mapped: &mut bool) -> Result<(), InferError> {
     if !*mapped {
@@ -958,7 +984,7 @@ impl GpuPlan {
                         during: "upload",
                         message: e.to_string(),
                     })?;
-            view.copy_from_slice(bytemuck::cast_slice(input));
+            copy_input(view.slice(..), bytemuck::cast_slice(input));
         }
         self.upload.unmap();
         self.upload_mapped = false;

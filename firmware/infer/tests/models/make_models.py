@@ -263,3 +263,10 @@ save("conv_dilated", [
     N("Conv", ["b", "wd"], ["y"], name="depthwise", group=4, pads=[1, 3, 1, 2],
       dilations=[1, 3], strides=[2, 2]),
 ], [3, 9, 17], [4, 5, 8], {"w1": w(4, 3, 3, 3), "b1": w(4), "wd": w(4, 1, 3, 3)})
+
+# A large input (4.2 MB a sample: copied into the upload buffer by several threads, in 1 MiB
+# pieces and a remainder) through an op that keeps every value: any piece lost or misplaced
+# shows in the output.
+save("large_input", [
+    N("Relu", ["x"], ["y"], name="relu"),
+], [3, 512, 683], [3, 512, 683], {})
