@@ -283,10 +283,11 @@ impl Model {
         }
     }
 
-    /// The kernels one run dispatches, in order, as `node [fused ONNX ops]` (empty on the CPU).
-    pub fn kernels(&self) -> Vec<String> {
+    /// The kernels a run of `batch` samples dispatches, in order, as `node [fused ONNX ops]`
+    /// (empty on the CPU). A late 1x1 conv splits its inputs over two kernels at small batches.
+    pub fn kernels(&self, batch: usize) -> Vec<String> {
         match &self.engine {
-            Engine::Gpu(p) => p.kernel_labels(),
+            Engine::Gpu(p) => p.kernel_labels(batch),
             Engine::Cpu(_) => Vec::new(),
         }
     }

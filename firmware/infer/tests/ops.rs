@@ -25,7 +25,7 @@ fn check(name: &str) -> Vec<String> {
         gpu.run(batch, &x, &mut got).expect("gpu runs");
         assert_close(&format!("{name} batch {batch}"), &got, &want);
     }
-    gpu.kernels()
+    gpu.kernels(1)
 }
 
 fn fused(kernels: &[String], ops: &str) -> bool {
@@ -58,6 +58,30 @@ fn pointwise_convs_split_over_their_inputs() {
         assert!(k.iter().any(|k| k.contains("partial")), "{k:?}");
         assert!(fused(&k, "Conv+Add") && fused(&k, "Conv+Clip"), "{k:?}");
     }
+}
+
+#[test]
+fn pointwise_convs_split_only_at_batches_too_small_to_fill_the_gpu() {
+    let path = model_path("pointwise_split");
+    let mut cpu = load(&path, Backend::Cpu, 128).expect("tract loads the model");
+    let Some(mut gpu) = load_gpu(&path, 128) else {
+        return;
+    };
+    let in_len: usize = cpu.input_shape().iter().product();
+    let out_len: usize = cpu.output_shape().iter().product();
+    // The first conv has 5 tiles a sample, the second 1: each stops splitting once the batch
+    // has 128 tiles.
+    for (batch, kernels) in [(25, 4), (26, 3), (127, 3), (128, 2)] {
+        let k = gpu.kernels(batch);
+        assert_eq!(k.len(), kernels, "batch {batch}: {k:?}");
+        let x = pseudo_random(batch * in_len, batch as u64);
+        let mut want = vec![0.0; batch * out_len];
+        let mut got = vec![f32::NAN; batch * out_len];
+        cpu.run(batch, &x, &mut want).expect("tract runs");
+        gpu.run(batch, &x, &mut got).expect("gpu runs");
+        assert_close(&format!("pointwise_split batch {batch}"), &got, &want);
+    }
+    assert!(fused(&gpu.kernels(128), "Conv+Add") && fused(&gpu.kernels(128), "Conv+Clip"));
 }
 
 #[test]

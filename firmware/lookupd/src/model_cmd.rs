@@ -223,7 +223,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         upload_ms,
         run_ms,
         readback_ms,
-        gpu_kernels: model.kernels().len(),
+        gpu_kernels: model.kernels(args.batch).len(),
         gpu_bytes: mem.total,
         gpu_activation_bytes: mem.activations,
         gpu_constant_bytes: mem.constants,

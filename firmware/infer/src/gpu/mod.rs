@@ -148,6 +148,9 @@ struct Dispatch {
     /// Invocations per sample.
     threads: u32,
     label: String,
+    /// The batch sizes it runs at: a 1x1 conv has one set of dispatches per range of batches
+    /// that splits its inputs alike (see `pointwise_splits`).
+    batches: std::ops::RangeInclusive<usize>,
 }
 
 impl Dispatch {
@@ -288,16 +291,38 @@ const POINTWISE_TILE_PIXELS: usize = 64;
 /// The depth of the input slices it reads at once: a split's range is a multiple of it.
 const POINTWISE_SLICE: usize = 16;
 
-/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)`: one split when its tiles
-/// alone fill the GPU or the inputs are few, else ranges of at least 64 inputs.
-fn pointwise_split(cin: usize, cout: usize, npix: usize) -> (usize, usize) {
-    let tiles = npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS);
+/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)` at `batch` samples: one split
+/// when the batch's tiles alone fill the GPU or the inputs are few, else ranges of at least 64
+/// inputs.
+fn pointwise_split(cin: usize, cout: usize, npix: usize, batch: usize) -> (usize, usize) {
+    let tiles =
+        npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS) * batch;
     if tiles >= MIN_WORKGROUPS / 2 || cin < 128 {
         return (1, cin);
     }
     let want = MIN_WORKGROUPS.div_ceil(tiles).min(cin / 64).max(1);
     let chunk = cin.div_ceil(want).next_multiple_of(POINTWISE_SLICE);
     (cin.div_ceil(chunk), chunk)
+}
+
+/// The splits of a 1x1 conv for every batch from 1 to `max_batch`, as `(batches, splits,
+/// chunk)` ranges: a small batch splits the inputs of a late layer to fill the GPU, a large one
+/// needs no split (which saves the partial sums and their kernel).
+fn pointwise_splits(
+    cin: usize,
+    cout: usize,
+    npix: usize,
+    max_batch: usize,
+) -> Vec<(std::ops::RangeInclusive<usize>, usize, usize)> {
+    let mut ranges: Vec<(std::ops::RangeInclusive<usize>, usize, usize)> = Vec::new();
+    for batch in 1..=max_batch {
+        let (splits, chunk) = pointwise_split(cin, cout, npix, batch);
+        match ranges.last_mut() {
+            Some((r, s, c)) if (*s, *c) == (splits, chunk) => *r = *r.start()..=batch,
+            _ => ranges.push((batch..=batch, splits, chunk)),
+        }
+    }
+    ranges
 }
 
 /// Whether a conv runs as the tiled 1x1 kernel.
@@ -430,16 +455,17 @@ impl GpuPlan {
             .filter_map(|s| match &s.kind {
                 StepKind::Conv {
                     cout, group, win, ..
-                } if is_pointwise(win, *group) => {
-                    let npix = win.oh * win.ow;
-                    let (splits, _) = pointwise_split(win.c, *cout, npix);
-                    (splits > 1).then(|| (splits * cout * npix * max_batch * 4) as u64)
-                }
-                StepKind::MatMul { rows: 1, k, n, .. } => {
-                    let (splits, _) = pointwise_split(*k, *n, 1);
-                    (splits > 1).then(|| (splits * n * max_batch * 4) as u64)
-                }
+                } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
+                StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
                 _ => None,
+            })
+            .flat_map(|(cin, cout, npix)| {
+                pointwise_splits(cin, cout, npix, max_batch)
+                    .into_iter()
+                    .filter(|(_, splits, _)| *splits > 1)
+                    .map(move |(batches, splits, _)| {
+                        (splits * cout * npix * batches.end() * 4) as u64
+                    })
             })
             .max()
             .unwrap_or(0);
@@ -486,8 +512,26 @@ impl GpuPlan {
         };
 
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(PARAM_BYTES);
-        // A split conv takes two dispatches; the pack kernel one.
-        let n_dispatch = 2 * g.steps.len() + 1;
+        // A 1x1 conv takes one dispatch per range of batches, two where it splits its inputs;
+        // any other step one; the pack kernel one.
+        let n_dispatch = 1 + g
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Conv {
+                    cout, group, win, ..
+                } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
+                StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
+                _ => None,
+            })
+            .map(|pw| match pw {
+                Some((cin, cout, npix)) => pointwise_splits(cin, cout, npix, max_batch)
+                    .iter()
+                    .map(|(_, splits, _)| if *splits > 1 { 2 } else { 1 })
+                    .sum(),
+                None => 1,
+            })
+            .sum::<usize>();
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: align * n_dispatch as u64,
@@ -531,6 +575,7 @@ impl GpuPlan {
                 bind_group,
                 threads,
                 label,
+                batches: 1..=max_batch,
             })
         };
 
@@ -629,36 +674,47 @@ impl GpuPlan {
             if let Some((cin, cout, npix, flags, lo, hi, bufs)) = pointwise {
                 let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
                 let tiles = tiles_p * cout.div_ceil(POINTWISE_TILE_CHANNELS);
-                let (splits, chunk) = pointwise_split(cin, cout, npix);
-                let p = [
-                    u(total),
-                    u(cin),
-                    u(npix),
-                    u(cout),
-                    u(tiles_p),
-                    flags,
-                    f(lo),
-                    f(hi),
-                    u(tiles * splits),
-                    u(splits),
-                    u(chunk),
-                ];
-                if splits == 1 {
-                    dispatches.push(make(Kernel::Pointwise, &p, &bufs, 64 * tiles, label)?);
-                } else {
-                    // Partial sums into the scratch buffer, then their sum and epilogue.
-                    let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
-                    let part = make(
-                        Kernel::Pointwise,
-                        &p,
-                        &part_bufs,
-                        64 * tiles * splits,
-                        format!("{label} (x{splits} partial)"),
-                    )?;
-                    dispatches.push(part);
-                    let q = [u(total), u(splits), flags, f(lo), f(hi), u(npix)];
-                    let sum_bufs = [&scratch, bufs[2], bufs[3], out];
-                    dispatches.push(make(Kernel::SplitK, &q, &sum_bufs, total, label)?);
+                for (batches, splits, chunk) in pointwise_splits(cin, cout, npix, max_batch) {
+                    let p = [
+                        u(total),
+                        u(cin),
+                        u(npix),
+                        u(cout),
+                        u(tiles_p),
+                        flags,
+                        f(lo),
+                        f(hi),
+                        u(tiles * splits),
+                        u(splits),
+                        u(chunk),
+                    ];
+                    let mut variant = Vec::with_capacity(2);
+                    if splits == 1 {
+                        variant.push(make(
+                            Kernel::Pointwise,
+                            &p,
+                            &bufs,
+                            64 * tiles,
+                            label.clone(),
+                        )?);
+                    } else {
+                        // Partial sums into the scratch buffer, then their sum and epilogue.
+                        let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
+                        variant.push(make(
+                            Kernel::Pointwise,
+                            &p,
+                            &part_bufs,
+                            64 * tiles * splits,
+                            format!("{label} (x{splits} partial)"),
+                        )?);
+                        let q = [u(total), u(splits), flags, f(lo), f(hi), u(npix)];
+                        let sum_bufs = [&scratch, bufs[2], bufs[3], out];
+                        variant.push(make(Kernel::SplitK, &q, &sum_bufs, total, label.clone())?);
+                    }
+                    for mut d in variant {
+                        d.batches = batches.clone();
+                        dispatches.push(d);
+                    }
                 }
                 continue;
             }
@@ -955,8 +1011,12 @@ impl GpuPlan {
         self.memory
     }
 
-    pub fn kernel_labels(&self) -> Vec<String> {
-        self.dispatches.iter().map(|d| d.label.clone()).collect()
+    pub fn kernel_labels(&self, batch: usize) -> Vec<String> {
+        self.dispatches
+            .iter()
+            .filter(|d| d.batches.contains(&batch))
+            .map(|d| d.label.clone())
+            .collect()
     }
 
     /// Runs `batch` samples of NCHW floats.
@@ -1163,6 +1223,7 @@ impl GpuPlan {
                 }),
                 threads: prep.crop * prep.crop,
                 label: "frame preprocessing [resize, crop, normalise]".into(),
+                batches: 1..=1,
             });
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -1239,7 +1300,12 @@ impl GpuPlan {
             .and_then(|s| s.dispatch.as_ref())
             .map(|d| (d, 1))
             .into_iter()
-            .chain(self.dispatches.iter().filter(|_| network).map(|d| (d, z)))
+            .chain(
+                self.dispatches
+                    .iter()
+                    .filter(|d| network && d.batches.contains(&batch))
+                    .map(|d| (d, z)),
+            )
             .chain(self.pack.as_ref().filter(|_| packed).map(|d| (d, z)));
         match &self.profiler {
             // One pass per kernel, each with begin/end timestamps.
