@@ -957,7 +957,11 @@ impl GpuPlan {
         let memory = crate::PlanMemory {
             total: bytes,
             activations: sizes.iter().sum(),
-            constants: consts.iter().map(wgpu::Buffer::size).sum(),
+            constants: consts
+                .iter()
+                .chain(transposed.values())
+                .map(wgpu::Buffer::size)
+                .sum(),
             // What the activations would take without reuse: every stored tensor at once.
             unshared_activations: (0..g.values.len())
                 .filter(|&v| g.values[v].root == v)
