@@ -332,6 +332,18 @@ fn is_pointwise(win: &crate::graph::Window, group: usize) -> bool {
         && group == 1
 }
 
+/// `(cin, cout, pixels)` of a step that runs on the 1x1 kernel: a 1x1 conv, or a single-row
+/// MatMul (a linear layer, one pixel).
+fn pointwise_shape(kind: &StepKind) -> Option<(usize, usize, usize)> {
+    match kind {
+        StepKind::Conv {
+            cout, group, win, ..
+        } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
+        StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
+        _ => None,
+    }
+}
+
 /// Assigns each stored value a buffer, reusing buffers whose values are dead: returns the buffer
 /// of each root value and each buffer's size in bytes.
 fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<u64>) {
@@ -452,13 +464,7 @@ impl GpuPlan {
         let scratch_bytes = g
             .steps
             .iter()
-            .filter_map(|s| match &s.kind {
-                StepKind::Conv {
-                    cout, group, win, ..
-                } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
-                StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
-                _ => None,
-            })
+            .filter_map(|s| pointwise_shape(&s.kind))
             .flat_map(|(cin, cout, npix)| {
                 pointwise_splits(cin, cout, npix, max_batch)
                     .into_iter()
@@ -517,14 +523,7 @@ impl GpuPlan {
         let n_dispatch = 1 + g
             .steps
             .iter()
-            .map(|s| match &s.kind {
-                StepKind::Conv {
-                    cout, group, win, ..
-                } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
-                StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
-                _ => None,
-            })
-            .map(|pw| match pw {
+            .map(|s| match pointwise_shape(&s.kind) {
                 Some((cin, cout, npix)) => pointwise_splits(cin, cout, npix, max_batch)
                     .iter()
                     .map(|(_, splits, _)| if *splits > 1 { 2 } else { 1 })
