@@ -155,6 +155,11 @@ fn layer_normalization() {
 }
 
 #[test]
+fn row_ops_over_rows_longer_than_a_workgroup() {
+    check("rows_wide");
+}
+
+#[test]
 fn layer_normalization_decomposed() {
     check("layernorm_decomposed");
 }

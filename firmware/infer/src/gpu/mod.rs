@@ -840,7 +840,8 @@ impl GpuPlan {
                         bias.map_or(&dummy, |c| &consts[c]),
                         out,
                     ];
-                    make(Kernel::Rows, &p, &bufs, *rows, label)?
+                    // A workgroup per row.
+                    make(Kernel::Rows, &p, &bufs, *rows * WORKGROUP as usize, label)?
                 }
                 StepKind::MatMul {
                     x,

@@ -270,3 +270,15 @@ save("conv_dilated", [
 save("large_input", [
     N("Relu", ["x"], ["y"], name="relu"),
 ], [3, 512, 683], [3, 512, 683], {})
+
+# Rows longer than a workgroup (300 values, two rows a sample): LayerNormalization with affine
+# parameters, ReduceL2 and Div, a scale, then ReduceMean subtracted (keepdims).
+save("rows_wide", [
+    N("LayerNormalization", ["x", "ln_s", "ln_b"], ["a"], name="ln", axis=-1, epsilon=1e-5),
+    N("ReduceL2", ["a", "axes"], ["n"], name="norm", keepdims=1),
+    N("Div", ["a", "n"], ["b"], name="divide"),
+    N("Mul", ["b", "k"], ["c"], name="scale"),
+    N("ReduceMean", ["c", "axes"], ["m"], name="mean", keepdims=1),
+    N("Sub", ["c", "m"], ["y"], name="center"),
+], [2, 300], [2, 300], {"ln_s": 1 + w(300, scale=0.1), "ln_b": w(300, scale=0.1),
+                        "axes": np.array([-1], np.int64), "k": w(300)}, opset=18)
