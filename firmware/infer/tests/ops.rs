@@ -85,6 +85,17 @@ fn pointwise_convs_split_only_at_batches_too_small_to_fill_the_gpu() {
 }
 
 #[test]
+fn linear_layer_split_over_its_inputs() {
+    for name in ["linear_split", "matmul_rows_split"] {
+        let k = check(name);
+        if !k.is_empty() {
+            assert_eq!(k.len(), 2, "{k:?}");
+            assert!(k[0].contains("partial"), "{k:?}");
+        }
+    }
+}
+
+#[test]
 fn conv_depthwise_and_grouped() {
     check("conv_grouped");
 }

@@ -149,7 +149,7 @@ struct Dispatch {
     threads: u32,
     label: String,
     /// The batch sizes it runs at: a 1x1 conv has one set of dispatches per range of batches
-    /// that splits its inputs alike (see `pointwise_splits`).
+    /// that splits its inputs alike (see `input_splits`).
     batches: std::ops::RangeInclusive<usize>,
 }
 
@@ -282,7 +282,8 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
     b
 }
 
-/// Workgroups below which a 1x1 conv splits its inputs: a big GPU has over a hundred cores.
+/// Workgroups below which a 1x1 conv or a linear layer splits its inputs: a big GPU has over a
+/// hundred cores.
 const MIN_WORKGROUPS: usize = 256;
 
 /// The output tile of a workgroup of the 1x1 kernel (`wgsl/pointwise.wgsl`).
@@ -291,32 +292,29 @@ const POINTWISE_TILE_PIXELS: usize = 64;
 /// The depth of the input slices it reads at once: a split's range is a multiple of it.
 const POINTWISE_SLICE: usize = 16;
 
-/// A 1x1 conv's split of its `cin` inputs into `(splits, chunk)` at `batch` samples: one split
-/// when the batch's tiles alone fill the GPU or the inputs are few, else ranges of at least 64
+/// The split of a step's `k` inputs into `(splits, chunk)` when a batch dispatches `workgroups`:
+/// one split when they alone fill the GPU or the inputs are few, else ranges of at least 64
 /// inputs.
-fn pointwise_split(cin: usize, cout: usize, npix: usize, batch: usize) -> (usize, usize) {
-    let tiles =
-        npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS) * batch;
-    if tiles >= MIN_WORKGROUPS / 2 || cin < 128 {
-        return (1, cin);
+fn input_split(k: usize, workgroups: usize) -> (usize, usize) {
+    if workgroups >= MIN_WORKGROUPS / 2 || k < 128 {
+        return (1, k);
     }
-    let want = MIN_WORKGROUPS.div_ceil(tiles).min(cin / 64).max(1);
-    let chunk = cin.div_ceil(want).next_multiple_of(POINTWISE_SLICE);
-    (cin.div_ceil(chunk), chunk)
+    let want = MIN_WORKGROUPS.div_ceil(workgroups).min(k / 64).max(1);
+    let chunk = k.div_ceil(want).next_multiple_of(POINTWISE_SLICE);
+    (k.div_ceil(chunk), chunk)
 }
 
-/// The splits of a 1x1 conv for every batch from 1 to `max_batch`, as `(batches, splits,
+/// A step's split of its inputs for every batch from 1 to `max_batch`, as `(batches, splits,
 /// chunk)` ranges: a small batch splits the inputs of a late layer to fill the GPU, a large one
 /// needs no split (which saves the partial sums and their kernel).
-fn pointwise_splits(
-    cin: usize,
-    cout: usize,
-    npix: usize,
+fn input_splits(
+    k: usize,
+    workgroups_a_sample: usize,
     max_batch: usize,
 ) -> Vec<(std::ops::RangeInclusive<usize>, usize, usize)> {
     let mut ranges: Vec<(std::ops::RangeInclusive<usize>, usize, usize)> = Vec::new();
     for batch in 1..=max_batch {
-        let (splits, chunk) = pointwise_split(cin, cout, npix, batch);
+        let (splits, chunk) = input_split(k, workgroups_a_sample * batch);
         match ranges.last_mut() {
             Some((r, s, c)) if (*s, *c) == (splits, chunk) => *r = *r.start()..=batch,
             _ => ranges.push((batch..=batch, splits, chunk)),
@@ -332,14 +330,21 @@ fn is_pointwise(win: &crate::graph::Window, group: usize) -> bool {
         && group == 1
 }
 
-/// `(cin, cout, pixels)` of a step that runs on the 1x1 kernel: a 1x1 conv, or a single-row
-/// MatMul (a linear layer, one pixel).
-fn pointwise_shape(kind: &StepKind) -> Option<(usize, usize, usize)> {
+/// `(inputs, workgroups a sample, outputs a sample)` of a step that may split its inputs: a 1x1
+/// conv (32x64 tiles) or a MatMul (one output per invocation).
+fn split_shape(kind: &StepKind) -> Option<(usize, usize, usize)> {
     match kind {
         StepKind::Conv {
             cout, group, win, ..
-        } if is_pointwise(win, *group) => Some((win.c, *cout, win.oh * win.ow)),
-        StepKind::MatMul { rows: 1, k, n, .. } => Some((*k, *n, 1)),
+        } if is_pointwise(win, *group) => {
+            let npix = win.oh * win.ow;
+            let tiles =
+                npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS);
+            Some((win.c, tiles, cout * npix))
+        }
+        StepKind::MatMul { rows, k, n, .. } => {
+            Some((*k, (rows * n).div_ceil(WORKGROUP as usize), rows * n))
+        }
         _ => None,
     }
 }
@@ -464,14 +469,12 @@ impl GpuPlan {
         let scratch_bytes = g
             .steps
             .iter()
-            .filter_map(|s| pointwise_shape(&s.kind))
-            .flat_map(|(cin, cout, npix)| {
-                pointwise_splits(cin, cout, npix, max_batch)
+            .filter_map(|s| split_shape(&s.kind))
+            .flat_map(|(k, workgroups, outputs)| {
+                input_splits(k, workgroups, max_batch)
                     .into_iter()
                     .filter(|(_, splits, _)| *splits > 1)
-                    .map(move |(batches, splits, _)| {
-                        (splits * cout * npix * batches.end() * 4) as u64
-                    })
+                    .map(move |(batches, splits, _)| (splits * outputs * batches.end() * 4) as u64)
             })
             .max()
             .unwrap_or(0);
@@ -523,8 +526,8 @@ impl GpuPlan {
         let n_dispatch = 1 + g
             .steps
             .iter()
-            .map(|s| match pointwise_shape(&s.kind) {
-                Some((cin, cout, npix)) => pointwise_splits(cin, cout, npix, max_batch)
+            .map(|s| match split_shape(&s.kind) {
+                Some((k, workgroups, _)) => input_splits(k, workgroups, max_batch)
                     .iter()
                     .map(|(_, splits, _)| if *splits > 1 { 2 } else { 1 })
                     .sum(),
@@ -618,96 +621,93 @@ impl GpuPlan {
             let label = format!("{} [{}]", s.node, s.ops);
             let out = buf(s.out);
             let total = g.values[s.out].len();
-            // (cin, cout, pixels, flags, lo, hi, [x, weight, bias, residual, y]) of the 1x1 kernel.
-            let pointwise = match &s.kind {
-                StepKind::Conv {
-                    x,
-                    weight,
-                    bias,
-                    residual,
-                    lo,
-                    hi,
-                    cout,
-                    group,
-                    win,
-                } if is_pointwise(win, *group) => Some((
-                    win.c,
-                    *cout,
-                    win.oh * win.ow,
-                    u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1),
-                    *lo,
-                    *hi,
-                    [
-                        buf(*x),
-                        &transposed[&si],
-                        bias.map_or(&dummy, |b| &consts[b]),
-                        residual.map_or(&dummy, buf),
-                        out,
-                    ],
-                )),
-                StepKind::MatMul {
-                    x,
-                    weight,
-                    bias,
-                    rows: 1,
-                    k,
-                    n,
-                    ..
-                } => Some((
-                    *k,
-                    *n,
-                    1,
-                    u32::from(bias.is_some()),
-                    -f32::MAX,
-                    f32::MAX,
-                    [
-                        buf(*x),
-                        &consts[*weight],
-                        bias.map_or(&dummy, |b| &consts[b]),
-                        &dummy,
-                        out,
-                    ],
-                )),
-                _ => None,
-            };
-            if let Some((cin, cout, npix, flags, lo, hi, bufs)) = pointwise {
-                let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
-                let tiles = tiles_p * cout.div_ceil(POINTWISE_TILE_CHANNELS);
-                for (batches, splits, chunk) in pointwise_splits(cin, cout, npix, max_batch) {
-                    let p = [
-                        u(total),
-                        u(cin),
-                        u(npix),
-                        u(cout),
-                        u(tiles_p),
-                        flags,
-                        f(lo),
-                        f(hi),
-                        u(tiles * splits),
-                        u(splits),
-                        u(chunk),
-                    ];
-                    let mut variant = Vec::with_capacity(2);
-                    if splits == 1 {
-                        variant.push(make(
-                            Kernel::Pointwise,
-                            &p,
-                            &bufs,
-                            64 * tiles,
-                            label.clone(),
-                        )?);
-                    } else {
-                        // Partial sums into the scratch buffer, then their sum and epilogue.
-                        let part_bufs = [bufs[0], bufs[1], &dummy, &dummy, &scratch];
-                        variant.push(make(
-                            Kernel::Pointwise,
-                            &p,
-                            &part_bufs,
-                            64 * tiles * splits,
-                            format!("{label} (x{splits} partial)"),
-                        )?);
-                        let q = [u(total), u(splits), flags, f(lo), f(hi), u(npix)];
-                        let sum_bufs = [&scratch, bufs[2], bufs[3], out];
+            // A 1x1 conv or a MatMul: one set of dispatches per range of batch sizes that split
+            // the inputs alike (see `input_splits`); a split one writes partial sums into the
+            // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
+            if let Some((k, workgroups, _)) = split_shape(&s.kind) {
+                for (batches, splits, chunk) in input_splits(k, workgroups, max_batch) {
+                    let (partial, flags, lo, hi, bias_div, bias_mod, bias_buf, residual_buf) =
+                        match &s.kind {
+                            StepKind::Conv {
+                                x,
+                                bias,
+                                residual,
+                                lo,
+                                hi,
+                                cout,
+                                win,
+                                ..
+                            } => {
+                                let (cin, cout, npix) = (win.c, *cout, win.oh * win.ow);
+                                let flags = u32::from(bias.is_some())
+                                    | (u32::from(residual.is_some()) << 1);
+                                let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
+                                let p = [
+                                    u(total),
+                                    u(cin),
+                                    u(npix),
+                                    u(cout),
+                                    u(tiles_p),
+                                    flags,
+                                    f(*lo),
+                                    f(*hi),
+                                    u(workgroups * splits),
+                                    u(splits),
+                                    u(chunk),
+                                ];
+                                let bias_buf = bias.map_or(&dummy, |b| &consts[b]);
+                                let residual_buf = residual.map_or(&dummy, buf);
+                                let bufs = if splits == 1 {
+                                    [buf(*x), &transposed[&si], bias_buf, residual_buf, out]
+                                } else {
+                                    [buf(*x), &transposed[&si], &dummy, &dummy, &scratch]
+                                };
+                                let threads = 64 * workgroups * splits;
+                                let name = if splits == 1 {
+                                    label.clone()
+                                } else {
+                                    format!("{label} (x{splits} partial)")
+                                };
+                                let d = make(Kernel::Pointwise, &p, &bufs, threads, name)?;
+                                (d, flags, *lo, *hi, npix, cout, bias_buf, residual_buf)
+                            }
+                            StepKind::MatMul {
+                                x,
+                                weight,
+                                bias,
+                                rows,
+                                k,
+                                n,
+                            } => {
+                                let flags = u32::from(bias.is_some());
+                                let p =
+                                    [u(total), u(*k), u(*n), flags, u(*rows), u(splits), u(chunk)];
+                                let bias_buf = bias.map_or(&dummy, |c| &consts[c]);
+                                let y = if splits == 1 { out } else { &scratch };
+                                let bufs = [buf(*x), &consts[*weight], bias_buf, y];
+                                let name = if splits == 1 {
+                                    label.clone()
+                                } else {
+                                    format!("{label} (x{splits} partial)")
+                                };
+                                let d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
+                                // Bias per column: output i of a sample is in column i % n.
+                                (d, flags, -f32::MAX, f32::MAX, 1, *n, bias_buf, &dummy)
+                            }
+                            _ => unreachable!("split_shape is only some for these"),
+                        };
+                    let mut variant = vec![partial];
+                    if splits > 1 {
+                        let q = [
+                            u(total),
+                            u(splits),
+                            flags,
+                            f(lo),
+                            f(hi),
+                            u(bias_div),
+                            u(bias_mod),
+                        ];
+                        let sum_bufs = [&scratch, bias_buf, residual_buf, out];
                         variant.push(make(Kernel::SplitK, &q, &sum_bufs, total, label.clone())?);
                     }
                     for mut d in variant {
@@ -763,6 +763,8 @@ impl GpuPlan {
                     ];
                     make(Kernel::Conv, &p, &bufs, quads, label)?
                 }
+                // Dispatched above, with the 1x1 convs.
+                StepKind::MatMul { .. } => continue,
                 StepKind::Binary { op, a, b, bc } => {
                     let mut p = vec![u(total), *op as u32, u(bc.a_batch), u(bc.b_batch)];
                     p.extend(bc.dims.iter().map(|&x| u(x)));
@@ -842,23 +844,6 @@ impl GpuPlan {
                     ];
                     // A workgroup per row.
                     make(Kernel::Rows, &p, &bufs, *rows * WORKGROUP as usize, label)?
-                }
-                StepKind::MatMul {
-                    x,
-                    weight,
-                    bias,
-                    rows,
-                    k,
-                    n,
-                } => {
-                    let p = [u(total), u(*k), u(*n), u32::from(bias.is_some()), u(*rows)];
-                    let bufs = [
-                        buf(*x),
-                        &consts[*weight],
-                        bias.map_or(&dummy, |c| &consts[c]),
-                        out,
-                    ];
-                    make(Kernel::MatMul, &p, &bufs, total, label)?
                 }
             };
             dispatches.push(d);

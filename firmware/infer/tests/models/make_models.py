@@ -282,3 +282,13 @@ save("rows_wide", [
     N("Sub", ["c", "m"], ["y"], name="center"),
 ], [2, 300], [2, 300], {"ln_s": 1 + w(300, scale=0.1), "ln_b": w(300, scale=0.1),
                         "axes": np.array([-1], np.int64), "k": w(300)}, opset=18)
+
+# Linear layers with many inputs and few outputs: too few invocations to fill a GPU, so their
+# inputs are split into ranges summed by a second kernel. A Gemm (transB, its bias added in
+# the second kernel), and a MatMul over two rows a sample.
+save("linear_split", [
+    N("Gemm", ["x", "wl", "bl"], ["y"], name="linear", transB=1),
+], [300], [10], {"wl": w(10, 300, scale=0.1), "bl": w(10)})
+save("matmul_rows_split", [
+    N("MatMul", ["x", "wm"], ["y"], name="matmul"),
+], [2, 300], [2, 10], {"wm": w(300, 10, scale=0.1)})

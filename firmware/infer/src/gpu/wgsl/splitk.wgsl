@@ -1,5 +1,6 @@
-// Sums the partial products of a split 1x1 conv (see pointwise.wgsl), then the fused bias,
-// residual add and clamp.
+// Sums the partial products of a split 1x1 conv or linear layer (see pointwise.wgsl and
+// matmul.wgsl), then the fused bias, residual add and clamp. Output i of a sample has the bias
+// of channel (i / bias_div) % bias_mod: (pixels, channels) for a conv, (1, columns) for a MatMul.
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> res: array<f32>;
@@ -17,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var s = 0u; s < splits; s++) {
         v += part[(n * splits + s) * total + i];
     }
-    if ((flags & 1u) != 0u) { v += bias[i / pu(5u)]; }
+    if ((flags & 1u) != 0u) { v += bias[(i / pu(5u)) % pu(6u)]; }
     if ((flags & 2u) != 0u) { v += res[n * total + i]; }
     y[n * total + i] = clamp(v, pf(3u), pf(4u));
 }
