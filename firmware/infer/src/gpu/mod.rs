@@ -148,8 +148,8 @@ struct Dispatch {
     /// Invocations per sample.
     threads: u32,
     label: String,
-    /// The batch sizes it runs at: a 1x1 conv has one set of dispatches per range of batches
-    /// that splits its inputs alike (see `input_splits`).
+    /// The batch sizes it runs at: a 1x1 conv or a MatMul has one set of dispatches per range
+    /// of batches that splits its inputs alike (see `input_splits`).
     batches: std::ops::RangeInclusive<usize>,
 }
 
@@ -521,8 +521,8 @@ impl GpuPlan {
         };
 
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(PARAM_BYTES);
-        // A 1x1 conv takes one dispatch per range of batches, two where it splits its inputs;
-        // any other step one; the pack kernel one.
+        // A 1x1 conv or a MatMul takes one dispatch per range of batches, two where it splits
+        // its inputs; any other step one; the pack kernel one.
         let n_dispatch = 1 + g
             .steps
             .iter()
@@ -583,8 +583,6 @@ impl GpuPlan {
 
         // The 1x1 kernel reads its weight as [cin, cout] (contiguous across a tile's output
         // channels, like the pixels of its input); ONNX stores a 1x1 conv's as [cout, cin].
-        // A single-row MatMul (a linear layer) runs on the same kernel as a 1x1 conv over one
-        // pixel: its [k, n] weight is already in that order.
         let transposed: HashMap<usize, wgpu::Buffer> = g
             .steps
             .iter()
@@ -626,6 +624,11 @@ impl GpuPlan {
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
             if let Some((k, workgroups, _)) = split_shape(&s.kind) {
                 for (batches, splits, chunk) in input_splits(k, workgroups, max_batch) {
+                    let name = if splits == 1 {
+                        label.clone()
+                    } else {
+                        format!("{label} (x{splits} partial)")
+                    };
                     let (partial, flags, lo, hi, bias_div, bias_mod, bias_buf, residual_buf) =
                         match &s.kind {
                             StepKind::Conv {
@@ -663,11 +666,6 @@ impl GpuPlan {
                                     [buf(*x), &transposed[&si], &dummy, &dummy, &scratch]
                                 };
                                 let threads = 64 * workgroups * splits;
-                                let name = if splits == 1 {
-                                    label.clone()
-                                } else {
-                                    format!("{label} (x{splits} partial)")
-                                };
                                 let d = make(Kernel::Pointwise, &p, &bufs, threads, name)?;
                                 (d, flags, *lo, *hi, npix, cout, bias_buf, residual_buf)
                             }
@@ -685,11 +683,6 @@ impl GpuPlan {
                                 let bias_buf = bias.map_or(&dummy, |c| &consts[c]);
                                 let y = if splits == 1 { out } else { &scratch };
                                 let bufs = [buf(*x), &consts[*weight], bias_buf, y];
-                                let name = if splits == 1 {
-                                    label.clone()
-                                } else {
-                                    format!("{label} (x{splits} partial)")
-                                };
                                 let d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
                                 // Bias per column: output i of a sample is in column i % n.
                                 (d, flags, -f32::MAX, f32::MAX, 1, *n, bias_buf, &dummy)
