@@ -54,32 +54,26 @@ fn main(
     var acc5 = vec4<f32>(0.0);
     var acc6 = vec4<f32>(0.0);
     var acc7 = vec4<f32>(0.0);
+    // Inputs past the range (a partial last slice) read as zeros, in both operands: past the
+    // last input the weight index leaves the array, and a read out of bounds may return any
+    // value of the buffer (Vulkan's robust access; lavapipe happens to return zero). Channels
+    // past cout and pixels past npix need no mask: they only feed outputs that are not stored.
     for (var k0 = k_begin; k0 < k_end; k0 += 16u) {
         for (var q = 0u; q < 2u; q++) {
             let e = l + 64u * q;
             let k = k0 + e / 8u;
             let oc = oc0 + (e % 8u) * 4u;
             let o = k * cout + oc;
-            let kin = k < k_end;
-            ws[e] = vec4<f32>(
-                select(0.0, wt[o], kin && oc < cout),
-                select(0.0, wt[o + 1u], kin && oc + 1u < cout),
-                select(0.0, wt[o + 2u], kin && oc + 2u < cout),
-                select(0.0, wt[o + 3u], kin && oc + 3u < cout),
-            );
+            let v = vec4<f32>(wt[o], wt[o + 1u], wt[o + 2u], wt[o + 3u]);
+            ws[e] = select(vec4<f32>(0.0), v, k < k_end);
         }
         for (var q = 0u; q < 4u; q++) {
             let e = l + 64u * q;
             let k = k0 + e / 16u;
             let p = p0 + (e % 16u) * 4u;
             let o = xb + k * npix + p;
-            let kin = k < k_end;
-            xs[e] = vec4<f32>(
-                select(0.0, x[o], kin && p < npix),
-                select(0.0, x[o + 1u], kin && p + 1u < npix),
-                select(0.0, x[o + 2u], kin && p + 2u < npix),
-                select(0.0, x[o + 3u], kin && p + 3u < npix),
-            );
+            let v = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+            xs[e] = select(vec4<f32>(0.0), v, k < k_end);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
