@@ -342,7 +342,7 @@ pub fn run_with_tract(onnx: &[u8], images: &[f32], batch: usize, side: usize) ->
         backend: infer::Backend::Cpu,
         max_batch: batch,
         input_hw: Some((side, side)),
-        profile: false,
+        ..infer::LoadOptions::default()
     };
     let mut model = infer::Model::load(file.path(), &options)
         .context("tract cannot load the exported model")?;

@@ -194,7 +194,7 @@ fn load_infer(
         backend,
         max_batch,
         input_hw: Some((side, side)),
-        profile: false,
+        ..infer::LoadOptions::default()
     };
     infer::Model::load(model_path, &options)
         .with_context(|| format!("loading {}", model_path.display()))

@@ -24,5 +24,14 @@ timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --back
   --profile > $OUT/bench_profile.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
   --profile > $OUT/bench_profile32.json 2>/dev/null
+# The 1x1 tiles compared (auto above): narrow 32-channel and wide 64-channel everywhere.
+for t in narrow wide; do
+  for b in 1 32; do
+    timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 20 --backend gpu \
+      --pointwise-tiles $t 2>/dev/null | tee -a $OUT/bench.jsonl
+  done
+done
+timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
+  --pointwise-tiles wide --profile > $OUT/bench_profile32_wide.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
   2>/dev/null | tee -a $OUT/bench.jsonl

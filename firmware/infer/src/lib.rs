@@ -60,6 +60,44 @@ impl fmt::Display for Backend {
     }
 }
 
+/// Which output tiles the GPU's 1x1 convs use (see `gpu/wgsl/pointwise.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PointwiseTiles {
+    /// 64-channel tiles where a batch has enough of them to fill the GPU unsplit (a big batch,
+    /// an early layer), 32-channel tiles elsewhere.
+    #[default]
+    Auto,
+    /// 32 channels x 64 pixels a workgroup everywhere (4 x 8 outputs an invocation).
+    Narrow,
+    /// 64 channels x 64 pixels wherever a conv has more than 32 outputs (8 x 8 outputs an
+    /// invocation; half the loads a multiply-add, twice the registers).
+    Wide,
+}
+
+impl FromStr for PointwiseTiles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(PointwiseTiles::Auto),
+            "narrow" => Ok(PointwiseTiles::Narrow),
+            "wide" => Ok(PointwiseTiles::Wide),
+            _ => Err(format!(
+                "pointwise tiles `{s}`: expected auto, narrow or wide"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PointwiseTiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PointwiseTiles::Auto => "auto",
+            PointwiseTiles::Narrow => "narrow",
+            PointwiseTiles::Wide => "wide",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub backend: Backend,
@@ -69,6 +107,8 @@ pub struct LoadOptions {
     pub input_hw: Option<(usize, usize)>,
     /// Request GPU timestamp queries so `run_profiled` can time each kernel.
     pub profile: bool,
+    /// The 1x1 convs' tiles on the GPU: `Auto` but to compare them (`bench-model`, tests).
+    pub pointwise_tiles: PointwiseTiles,
 }
 
 impl Default for LoadOptions {
@@ -78,6 +118,7 @@ impl Default for LoadOptions {
             max_batch: 8,
             input_hw: None,
             profile: false,
+            pointwise_tiles: PointwiseTiles::Auto,
         }
     }
 }
@@ -214,7 +255,7 @@ impl Model {
                         tract: output_shape,
                     });
                 }
-                let plan = gpu::GpuPlan::new(ctx, &g, max_batch)?;
+                let plan = gpu::GpuPlan::new(ctx, &g, max_batch, opts.pointwise_tiles)?;
                 tracing::info!(
                     adapter = plan.adapter(),
                     kernels = g.steps.len(),

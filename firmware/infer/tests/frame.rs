@@ -17,7 +17,7 @@ fn frame_model(backend: Backend, side: usize) -> Result<Model, InferError> {
             backend,
             max_batch: 2,
             input_hw: Some((side, side)),
-            profile: false,
+            ..LoadOptions::default()
         },
     )
 }

@@ -3,14 +3,19 @@
 
 mod common;
 
-use common::{assert_close, load, load_gpu, model_path, pseudo_random};
-use infer::{Backend, InferError};
+use common::{assert_close, load, load_gpu, load_gpu_tiles, model_path, pseudo_random};
+use infer::{Backend, InferError, PointwiseTiles};
 
 /// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
 fn check(name: &str) -> Vec<String> {
+    check_tiles(name, PointwiseTiles::Auto)
+}
+
+/// `check` with the given 1x1 conv tiles.
+fn check_tiles(name: &str, tiles: PointwiseTiles) -> Vec<String> {
     let path = model_path(name);
     let mut cpu = load(&path, Backend::Cpu, 3).expect("tract loads the model");
-    let Some(mut gpu) = load_gpu(&path, 3) else {
+    let Some(mut gpu) = load_gpu_tiles(&path, 3, tiles) else {
         return Vec::new();
     };
     assert_eq!(gpu.input_shape(), cpu.input_shape());
@@ -29,8 +34,10 @@ fn check(name: &str) -> Vec<String> {
 }
 
 fn fused(kernels: &[String], ops: &str) -> bool {
-    kernels.iter().any(|k| k.ends_with(&format!("[{ops}]")))
+    kernels.iter().any(|k| k.contains(&format!("[{ops}]")))
 }
+
+const WIDE: &str = "(64-channel tiles)";
 
 #[test]
 fn conv_dense_padded_strided_with_relu_and_relu6() {
@@ -46,6 +53,58 @@ fn pointwise_convs_over_several_tiles() {
     let k = check("pointwise_wide");
     if !k.is_empty() {
         assert!(fused(&k, "Conv+Relu"), "{k:?}");
+    }
+}
+
+#[test]
+fn pointwise_convs_on_narrow_and_wide_tiles() {
+    // (model, its 1x1 convs with more than 32 outputs: the ones wide tiles apply to)
+    let models = [
+        ("pointwise_tiles", 3),
+        ("pointwise_wide", 1),
+        ("pointwise_split", 1),
+        ("inverted_residual", 0),
+    ];
+    for (name, wide_convs) in models {
+        for tiles in [PointwiseTiles::Narrow, PointwiseTiles::Wide] {
+            let k = check_tiles(name, tiles);
+            if k.is_empty() {
+                return;
+            }
+            let wide = k.iter().filter(|k| k.contains(WIDE)).count();
+            let want = if tiles == PointwiseTiles::Wide {
+                wide_convs
+            } else {
+                0
+            };
+            assert_eq!(wide, want, "{name} {tiles}: {k:?}");
+        }
+    }
+}
+
+#[test]
+fn pointwise_convs_take_wide_tiles_where_the_batch_fills_the_gpu_with_them() {
+    let path = model_path("pointwise_tiles");
+    let mut cpu = load(&path, Backend::Cpu, 32).expect("tract loads the model");
+    let Some(mut gpu) = load_gpu(&path, 32) else {
+        return;
+    };
+    let in_len: usize = cpu.input_shape().iter().product();
+    let out_len: usize = cpu.output_shape().iter().product();
+    // expand (72 outputs) and widen (66) have 4 wide tiles a sample, project (36) 2: at batch
+    // 32 the first two reach 128 wide tiles.
+    for (batch, wide) in [(31, 0), (32, 2)] {
+        let k = gpu.kernels(batch);
+        assert_eq!(k.len(), 3, "batch {batch}: {k:?}");
+        let got_wide: Vec<&String> = k.iter().filter(|k| k.contains(WIDE)).collect();
+        assert_eq!(got_wide.len(), wide, "batch {batch}: {k:?}");
+        assert!(got_wide.iter().all(|k| !k.starts_with("project")), "{k:?}");
+        let x = pseudo_random(batch * in_len, batch as u64);
+        let mut want = vec![0.0; batch * out_len];
+        let mut got = vec![f32::NAN; batch * out_len];
+        cpu.run(batch, &x, &mut want).expect("tract runs");
+        gpu.run(batch, &x, &mut got).expect("gpu runs");
+        assert_close(&format!("pointwise_tiles batch {batch}"), &got, &want);
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use infer::{Backend, KernelTime, LoadOptions, Model, RunTimings};
+use infer::{Backend, KernelTime, LoadOptions, Model, PointwiseTiles, RunTimings};
 use serde::Serialize;
 
 use crate::npy;
@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Add the median GPU time of each kernel (timestamp queries) to the report.
     #[arg(long)]
     profile: bool,
+    /// The GPU's 1x1 conv tiles: auto, narrow (32 channels) or wide (64), to compare them.
+    #[arg(long, default_value_t = PointwiseTiles::Auto)]
+    pointwise_tiles: PointwiseTiles,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -87,6 +90,7 @@ pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
         max_batch: batch.max(1),
         input_hw: hw,
         profile: args.profile,
+        ..LoadOptions::default()
     };
     let mut model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -127,6 +131,7 @@ struct BenchReport {
     batch: usize,
     size: [usize; 2],
     iters: usize,
+    pointwise_tiles: String,
     /// Median wall time of one batch: upload + run + read-back.
     ms_per_batch: f64,
     img_per_s: f64,
@@ -162,6 +167,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         max_batch: args.batch,
         input_hw: Some(args.size),
         profile: args.profile,
+        pointwise_tiles: args.pointwise_tiles,
     };
     let mut model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -218,6 +224,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         batch: args.batch,
         size: [args.size.0, args.size.1],
         iters: args.iters,
+        pointwise_tiles: args.pointwise_tiles.to_string(),
         ms_per_batch: ms,
         img_per_s: args.batch as f64 * 1e3 / ms,
         upload_ms,

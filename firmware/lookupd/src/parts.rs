@@ -92,7 +92,7 @@ pub(crate) fn load_model(
         backend: runtime,
         max_batch,
         input_hw: Some((side, side)),
-        profile: false,
+        ..LoadOptions::default()
     };
     let model = Model::load(&path, &options).map_err(|error| ApplianceError::Model {
         path: path.clone(),

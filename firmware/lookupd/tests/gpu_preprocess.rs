@@ -42,7 +42,7 @@ fn gpu_model(side: u32) -> Option<Model> {
         backend: Backend::Gpu,
         max_batch: 1,
         input_hw: Some((side as usize, side as usize)),
-        profile: false,
+        ..LoadOptions::default()
     };
     match Model::load(&path, &opts) {
         Ok(m) => Some(m),

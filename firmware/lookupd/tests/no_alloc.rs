@@ -117,7 +117,7 @@ fn a_lookup_allocates_nothing_beyond_the_model_runtime() {
             backend: infer::Backend::Cpu,
             max_batch: 1,
             input_hw: Some((side, side)),
-            profile: false,
+            ..infer::LoadOptions::default()
         },
     )
     .unwrap();

@@ -126,7 +126,7 @@ pub fn code_of(model: &Path, manifest: &Manifest, image: &RgbImage) -> Vec<u8> {
             backend: infer::Backend::Cpu,
             max_batch: 1,
             input_hw: Some((side, side)),
-            profile: false,
+            ..infer::LoadOptions::default()
         },
     )
     .unwrap();

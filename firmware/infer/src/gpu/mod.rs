@@ -14,7 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::frame::{FramePrep, taps_words};
 use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId};
-use crate::{InferError, KernelTime, RunTimings};
+use crate::{InferError, KernelTime, PointwiseTiles, RunTimings};
 
 const PRELUDE: &str = include_str!("wgsl/prelude.wgsl");
 const WORKGROUP: u32 = 64;
@@ -24,7 +24,13 @@ const PARAM_BYTES: u64 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kernel {
     Conv,
-    Pointwise,
+    /// 64-channel tiles when `wide`; `vec_x` / `vec_w`: the input's pixels / the weight's
+    /// output channels are a multiple of 4, so their 4-wide loads are single vector loads.
+    Pointwise {
+        wide: bool,
+        vec_x: bool,
+        vec_w: bool,
+    },
     SplitK,
     Binary,
     Unary,
@@ -39,7 +45,7 @@ impl Kernel {
     fn source(self) -> &'static str {
         match self {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
-            Kernel::Pointwise => include_str!("wgsl/pointwise.wgsl"),
+            Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
             Kernel::Unary => include_str!("wgsl/unary.wgsl"),
@@ -49,6 +55,34 @@ impl Kernel {
             Kernel::Pack => include_str!("wgsl/pack.wgsl"),
             Kernel::Frame => include_str!("wgsl/frame.wgsl"),
         }
+    }
+
+    /// What the kernel's source needs declared before it: the 1x1 kernel's tile width and its
+    /// input and weight arrays with their 4-wide loads, as vectors or as four scalars.
+    fn header(self) -> String {
+        let Kernel::Pointwise { wide, vec_x, vec_w } = self else {
+            return String::new();
+        };
+        let array = |binding: u32, name: &str, vector: bool| {
+            let (ty, load) = if vector {
+                ("vec4<f32>", format!("{name}[o / 4u]"))
+            } else {
+                (
+                    "f32",
+                    format!("vec4<f32>({name}[o], {name}[o + 1u], {name}[o + 2u], {name}[o + 3u])"),
+                )
+            };
+            format!(
+                "@group(0) @binding({binding}) var<storage, read> {name}: array<{ty}>;\n\
+                 fn load_{name}(o: u32) -> vec4<f32> {{ return {load}; }}\n"
+            )
+        };
+        format!(
+            "const TILE_C: u32 = {}u;\n{}{}",
+            if wide { 64 } else { 32 },
+            array(1, "x", vec_x),
+            array(2, "wt", vec_w)
+        )
     }
 }
 
@@ -286,8 +320,8 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
 /// hundred cores.
 const MIN_WORKGROUPS: usize = 256;
 
-/// The output tile of a workgroup of the 1x1 kernel (`wgsl/pointwise.wgsl`).
-const POINTWISE_TILE_CHANNELS: usize = 32;
+/// The pixels of a 1x1 kernel's output tile (`wgsl/pointwise.wgsl`); its channels are 32
+/// (narrow) or 64 (wide).
 const POINTWISE_TILE_PIXELS: usize = 64;
 /// The depth of the input slices it reads at once: a split's range is a multiple of it.
 const POINTWISE_SLICE: usize = 16;
@@ -296,7 +330,7 @@ const POINTWISE_SLICE: usize = 16;
 /// one split when they alone fill the GPU or the inputs are few, else ranges of at least 64
 /// inputs.
 fn input_split(k: usize, workgroups: usize) -> (usize, usize) {
-    if workgroups >= MIN_WORKGROUPS / 2 || k < 128 {
+    if fills_gpu(workgroups) || k < 128 {
         return (1, k);
     }
     let want = MIN_WORKGROUPS.div_ceil(workgroups).min(k / 64).max(1);
@@ -304,20 +338,58 @@ fn input_split(k: usize, workgroups: usize) -> (usize, usize) {
     (k.div_ceil(chunk), chunk)
 }
 
-/// A step's split of its inputs for every batch from 1 to `max_batch`, as `(batches, splits,
-/// chunk)` ranges: a small batch splits the inputs of a late layer to fill the GPU, a large one
-/// needs no split (which saves the partial sums and their kernel).
-fn input_splits(
+fn fills_gpu(workgroups: usize) -> bool {
+    workgroups >= MIN_WORKGROUPS / 2
+}
+
+/// The shape of a step that may split its inputs: a 1x1 conv or a MatMul.
+#[derive(Debug, Clone, Copy)]
+struct SplitShape {
+    /// Inputs summed into an output.
     k: usize,
-    workgroups_a_sample: usize,
-    max_batch: usize,
-) -> Vec<(std::ops::RangeInclusive<usize>, usize, usize)> {
-    let mut ranges: Vec<(std::ops::RangeInclusive<usize>, usize, usize)> = Vec::new();
+    /// Workgroups a sample: narrow tiles for a 1x1 conv, 64 outputs for a MatMul.
+    workgroups: usize,
+    /// Workgroups a sample with wide 1x1 tiles, for a conv of more than 32 outputs.
+    wide_workgroups: Option<usize>,
+    /// Outputs a sample.
+    outputs: usize,
+}
+
+/// How a step runs at a range of batch sizes.
+#[derive(Debug, Clone, PartialEq)]
+struct Split {
+    batches: std::ops::RangeInclusive<usize>,
+    /// Wide 1x1 tiles (64 channels).
+    wide: bool,
+    splits: usize,
+    chunk: usize,
+}
+
+/// A step's tiles and split of its inputs for every batch from 1 to `max_batch`, as ranges of
+/// batches: a small batch splits the inputs of a late layer to fill the GPU, a large one needs
+/// no split (which saves the partial sums and their kernel); `Auto` takes wide tiles where they
+/// fill the GPU unsplit.
+fn input_splits(shape: SplitShape, max_batch: usize, tiles: PointwiseTiles) -> Vec<Split> {
+    let mut ranges: Vec<Split> = Vec::new();
     for batch in 1..=max_batch {
-        let (splits, chunk) = input_split(k, workgroups_a_sample * batch);
+        let wide = shape.wide_workgroups.filter(|w| match tiles {
+            PointwiseTiles::Auto => fills_gpu(w * batch),
+            PointwiseTiles::Narrow => false,
+            PointwiseTiles::Wide => true,
+        });
+        let workgroups = wide.unwrap_or(shape.workgroups) * batch;
+        let (splits, chunk) = input_split(shape.k, workgroups);
+        let wide = wide.is_some();
         match ranges.last_mut() {
-            Some((r, s, c)) if (*s, *c) == (splits, chunk) => *r = *r.start()..=batch,
-            _ => ranges.push((batch..=batch, splits, chunk)),
+            Some(r) if (r.wide, r.splits, r.chunk) == (wide, splits, chunk) => {
+                r.batches = *r.batches.start()..=batch;
+            }
+            _ => ranges.push(Split {
+                batches: batch..=batch,
+                wide,
+                splits,
+                chunk,
+            }),
         }
     }
     ranges
@@ -330,21 +402,29 @@ fn is_pointwise(win: &crate::graph::Window, group: usize) -> bool {
         && group == 1
 }
 
-/// `(inputs, workgroups a sample, outputs a sample)` of a step that may split its inputs: a 1x1
-/// conv (32x64 tiles) or a MatMul (one output per invocation).
-fn split_shape(kind: &StepKind) -> Option<(usize, usize, usize)> {
+/// The split shape of a 1x1 conv (32- or 64-channel x 64-pixel tiles) or a MatMul (one output
+/// per invocation); `None` for any other step.
+fn split_shape(kind: &StepKind) -> Option<SplitShape> {
     match kind {
         StepKind::Conv {
             cout, group, win, ..
         } if is_pointwise(win, *group) => {
             let npix = win.oh * win.ow;
             let tiles =
-                npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(POINTWISE_TILE_CHANNELS);
-            Some((win.c, tiles, cout * npix))
+                |channels: usize| npix.div_ceil(POINTWISE_TILE_PIXELS) * cout.div_ceil(channels);
+            Some(SplitShape {
+                k: win.c,
+                workgroups: tiles(32),
+                wide_workgroups: (*cout > 32).then(|| tiles(64)),
+                outputs: cout * npix,
+            })
         }
-        StepKind::MatMul { rows, k, n, .. } => {
-            Some((*k, (rows * n).div_ceil(WORKGROUP as usize), rows * n))
-        }
+        StepKind::MatMul { rows, k, n, .. } => Some(SplitShape {
+            k: *k,
+            workgroups: (rows * n).div_ceil(WORKGROUP as usize),
+            wide_workgroups: None,
+            outputs: rows * n,
+        }),
         _ => None,
     }
 }
@@ -410,7 +490,12 @@ fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<
 }
 
 impl GpuPlan {
-    pub fn new(ctx: GpuContext, g: &Graph, max_batch: usize) -> Result<Self, InferError> {
+    pub fn new(
+        ctx: GpuContext,
+        g: &Graph,
+        max_batch: usize,
+        tiles: PointwiseTiles,
+    ) -> Result<Self, InferError> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let limits = device.limits();
@@ -470,11 +555,11 @@ impl GpuPlan {
             .steps
             .iter()
             .filter_map(|s| split_shape(&s.kind))
-            .flat_map(|(k, workgroups, outputs)| {
-                input_splits(k, workgroups, max_batch)
+            .flat_map(|shape| {
+                input_splits(shape, max_batch, tiles)
                     .into_iter()
-                    .filter(|(_, splits, _)| *splits > 1)
-                    .map(move |(batches, splits, _)| (splits * outputs * batches.end() * 4) as u64)
+                    .filter(|r| r.splits > 1)
+                    .map(move |r| (r.splits * shape.outputs * r.batches.end() * 4) as u64)
             })
             .max()
             .unwrap_or(0);
@@ -505,7 +590,7 @@ impl GpuPlan {
                     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(&format!("{k:?}")),
                         source: wgpu::ShaderSource::Wgsl(
-                            format!("{PRELUDE}\n{}", k.source()).into(),
+                            format!("{PRELUDE}\n{}\n{}", k.header(), k.source()).into(),
                         ),
                     });
                     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -527,9 +612,9 @@ impl GpuPlan {
             .steps
             .iter()
             .map(|s| match split_shape(&s.kind) {
-                Some((k, workgroups, _)) => input_splits(k, workgroups, max_batch)
+                Some(shape) => input_splits(shape, max_batch, tiles)
                     .iter()
-                    .map(|(_, splits, _)| if *splits > 1 { 2 } else { 1 })
+                    .map(|r| if r.splits > 1 { 2 } else { 1 })
                     .sum(),
                 None => 1,
             })
@@ -622,12 +707,19 @@ impl GpuPlan {
             // A 1x1 conv or a MatMul: one set of dispatches per range of batch sizes that split
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
-            if let Some((k, workgroups, _)) = split_shape(&s.kind) {
-                for (batches, splits, chunk) in input_splits(k, workgroups, max_batch) {
+            if let Some(shape) = split_shape(&s.kind) {
+                for split in input_splits(shape, max_batch, tiles) {
+                    let Split {
+                        batches,
+                        wide,
+                        splits,
+                        chunk,
+                    } = split;
+                    let tile = if wide { " (64-channel tiles)" } else { "" };
                     let name = if splits == 1 {
-                        label.clone()
+                        format!("{label}{tile}")
                     } else {
-                        format!("{label} (x{splits} partial)")
+                        format!("{label}{tile} (x{splits} partial)")
                     };
                     let (partial, flags, lo, hi, bias_div, bias_mod, bias_buf, residual_buf) =
                         match &s.kind {
@@ -645,6 +737,10 @@ impl GpuPlan {
                                 let flags = u32::from(bias.is_some())
                                     | (u32::from(residual.is_some()) << 1);
                                 let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
+                                let workgroups = shape
+                                    .wide_workgroups
+                                    .filter(|_| wide)
+                                    .unwrap_or(shape.workgroups);
                                 let p = [
                                     u(total),
                                     u(cin),
@@ -666,7 +762,12 @@ impl GpuPlan {
                                     [buf(*x), &transposed[&si], &dummy, &dummy, &scratch]
                                 };
                                 let threads = 64 * workgroups * splits;
-                                let d = make(Kernel::Pointwise, &p, &bufs, threads, name)?;
+                                let kernel = Kernel::Pointwise {
+                                    wide,
+                                    vec_x: npix % 4 == 0,
+                                    vec_w: cout % 4 == 0,
+                                };
+                                let d = make(kernel, &p, &bufs, threads, name)?;
                                 (d, flags, *lo, *hi, npix, cout, bias_buf, residual_buf)
                             }
                             StepKind::MatMul {

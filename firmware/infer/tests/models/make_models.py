@@ -292,3 +292,17 @@ save("linear_split", [
 save("matmul_rows_split", [
     N("MatMul", ["x", "wm"], ["y"], name="matmul"),
 ], [2, 300], [2, 10], {"wm": w(300, 10, scale=0.1)})
+
+# 1x1 convs for both tile widths (32 and 64 channels): 80 pixels and 72 / 36 outputs, multiples
+# of 4, so the kernel reads its inputs and weights as vectors; the last conv's 66 outputs are
+# not (scalar weight loads). Two pixel tiles (the second partial), a partial second channel
+# tile, 36 inputs (two whole 16-deep slices and a partial one), a residual Add and ReLU6.
+save("pointwise_tiles", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="expand"),
+    clip6("a", "b", "clip"),
+    N("Conv", ["b", "w2", "b2"], ["c"], name="project"),
+    N("Add", ["c", "x"], ["d"], name="residual"),
+    N("Conv", ["d", "w3"], ["y"], name="widen"),
+], [36, 8, 10], [66, 8, 10], {"w1": w(72, 36, 1, 1, scale=0.2), "b1": w(72),
+                              "w2": w(36, 72, 1, 1, scale=0.2), "b2": w(36),
+                              "w3": w(66, 36, 1, 1, scale=0.2), **six})

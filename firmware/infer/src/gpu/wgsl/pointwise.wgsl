@@ -1,21 +1,82 @@
 // 1x1 convolution (stride 1, no padding, one group) as a tiled matrix product per sample:
 // y[oc, p] = clamp(sum_ic w[ic, oc] * x[ic, p] + bias[oc] + res[oc, p]), the weight transposed
-// at load to [cin][cout] so that a tile's weights are contiguous like its pixels. A workgroup
-// computes a 32 (channels) x 64 (pixels) tile; an invocation computes 4 channels x 8 pixels
-// (pixels 4tx..4tx+3 and 32+4tx..32+4tx+3), reading 16-deep slices of w and x through
-// workgroup memory as vectors: three vector loads feed 32 multiply-adds. The pointwise convs
-// carry most of a MobileNet-style network's arithmetic. When the output is too small to fill
-// the GPU (late layers: 7x7 pixels, 1152 inputs), the inputs are split into `splits` ranges:
-// each workgroup writes the raw partial sum of its range to `y` (then a scratch buffer) and
-// `splitk.wgsl` adds them up.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+// at load to [cin][cout] so that a tile's weights are contiguous like its pixels.
+//
+// A header made at load (gpu/mod.rs, `pointwise_header`) declares `x` and `wt` and their
+// 4-wide loads `load_x` / `load_wt` (vector loads where the pixels and channels are multiples of
+// 4, else four scalar ones), and `TILE_C`: a workgroup computes a TILE_C (32 or 64 channels)
+// x 64 pixel tile; an invocation computes TILE_C / 8 channels x 8 pixels (channels 4ty..4ty+3
+// and, wide, 32+4ty..; pixels 4tx..4tx+3 and 32+4tx..), reading 16-deep slices of w and x
+// through workgroup memory as vectors: per 16 (narrow: 8) multiply-adds of 4 lanes, 3 (4)
+// vector loads. The next slice is fetched from global memory into registers while the current
+// one is multiplied, so that few workgroups (batch 1) still overlap loads and arithmetic. The
+// pointwise convs carry most of a MobileNet-style network's arithmetic. When the output is too
+// small to fill the GPU (late layers: 7x7 pixels, 1152 inputs), the inputs are split into
+// `splits` ranges: each workgroup writes the raw partial sum of its range to `y` (then a
+// scratch buffer) and `splitk.wgsl` adds them up.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-var<workgroup> ws: array<vec4<f32>, 128>; // [16 k][8 groups of 4 channels]
+const WIDE: bool = TILE_C == 64u;
+// vec4 groups of channels in a tile row of the weight slice.
+const GROUPS_C: u32 = TILE_C / 4u;
+
+var<workgroup> ws: array<vec4<f32>, 256>; // [16 k][GROUPS_C groups of 4 channels]
 var<workgroup> xs: array<vec4<f32>, 256>; // [16 k][16 groups of 4 pixels]
+
+// One invocation's share of a 16-deep slice: w0..w3 of the weights (w2, w3 wide only), x0..x3
+// of the pixels.
+struct Share { w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
+               x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32> }
+
+struct Tile { l: u32, k_end: u32, oc0: u32, cout: u32, p0: u32, npix: u32, xb: u32 }
+
+// Inputs past the range (a partial last slice) read as zeros, in both operands: past the last
+// input the weight index leaves the array, and a read out of bounds may return any value of
+// the buffer (Vulkan's robust access; lavapipe happens to return zero). Channels past cout and
+// pixels past npix need no mask: they only feed outputs that are not stored.
+fn fetch_w(t: Tile, k0: u32, q: u32) -> vec4<f32> {
+    let e = t.l + 64u * q;
+    let k = k0 + e / GROUPS_C;
+    let v = load_wt(k * t.cout + t.oc0 + (e % GROUPS_C) * 4u);
+    return select(vec4<f32>(0.0), v, k < t.k_end);
+}
+
+fn fetch_x(t: Tile, k0: u32, q: u32) -> vec4<f32> {
+    let e = t.l + 64u * q;
+    let k = k0 + e / 16u;
+    let v = load_x(t.xb + k * t.npix + t.p0 + (e % 16u) * 4u);
+    return select(vec4<f32>(0.0), v, k < t.k_end);
+}
+
+fn fetch(t: Tile, k0: u32) -> Share {
+    var s: Share;
+    s.w0 = fetch_w(t, k0, 0u);
+    s.w1 = fetch_w(t, k0, 1u);
+    if (WIDE) {
+        s.w2 = fetch_w(t, k0, 2u);
+        s.w3 = fetch_w(t, k0, 3u);
+    }
+    s.x0 = fetch_x(t, k0, 0u);
+    s.x1 = fetch_x(t, k0, 1u);
+    s.x2 = fetch_x(t, k0, 2u);
+    s.x3 = fetch_x(t, k0, 3u);
+    return s;
+}
+
+fn stash(l: u32, s: Share) {
+    ws[l] = s.w0;
+    ws[l + 64u] = s.w1;
+    if (WIDE) {
+        ws[l + 128u] = s.w2;
+        ws[l + 192u] = s.w3;
+    }
+    xs[l] = s.x0;
+    xs[l + 64u] = s.x1;
+    xs[l + 128u] = s.x2;
+    xs[l + 192u] = s.x3;
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -38,14 +99,13 @@ fn main(
     let k_begin = split * chunk;
     let k_end = min(k_begin + chunk, cin);
     let n = wid.z;
-    let p0 = (tile % tiles_p) * 64u;
-    let oc0 = (tile / tiles_p) * 32u;
+    let t = Tile(l, k_end, (tile / tiles_p) * TILE_C, cout, (tile % tiles_p) * 64u, npix,
+                 n * cin * npix);
     let tx = l % 8u;
     let ty = l / 8u;
-    let xb = n * cin * npix;
     // Accumulators as vectors: no dynamically indexed private arrays, which drivers may place
     // in slow local memory. acc0..3: channels 4ty+0..3 at the first four pixels; acc4..7 at
-    // the second four.
+    // the second four; acc8..15 (wide) the same for channels 32+4ty+0..3.
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -54,30 +114,21 @@ fn main(
     var acc5 = vec4<f32>(0.0);
     var acc6 = vec4<f32>(0.0);
     var acc7 = vec4<f32>(0.0);
-    // Inputs past the range (a partial last slice) read as zeros, in both operands: past the
-    // last input the weight index leaves the array, and a read out of bounds may return any
-    // value of the buffer (Vulkan's robust access; lavapipe happens to return zero). Channels
-    // past cout and pixels past npix need no mask: they only feed outputs that are not stored.
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var next = fetch(t, k_begin);
     for (var k0 = k_begin; k0 < k_end; k0 += 16u) {
-        for (var q = 0u; q < 2u; q++) {
-            let e = l + 64u * q;
-            let k = k0 + e / 8u;
-            let oc = oc0 + (e % 8u) * 4u;
-            let o = k * cout + oc;
-            let v = vec4<f32>(wt[o], wt[o + 1u], wt[o + 2u], wt[o + 3u]);
-            ws[e] = select(vec4<f32>(0.0), v, k < k_end);
-        }
-        for (var q = 0u; q < 4u; q++) {
-            let e = l + 64u * q;
-            let k = k0 + e / 16u;
-            let p = p0 + (e % 16u) * 4u;
-            let o = xb + k * npix + p;
-            let v = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
-            xs[e] = select(vec4<f32>(0.0), v, k < k_end);
-        }
+        stash(l, next);
         workgroupBarrier();
+        if (k0 + 16u < k_end) { next = fetch(t, k0 + 16u); }
         for (var kk = 0u; kk < 16u; kk++) {
-            let a = ws[kk * 8u + ty];
+            let a = ws[kk * GROUPS_C + ty];
             let b0 = xs[kk * 16u + tx];
             let b1 = xs[kk * 16u + 8u + tx];
             acc0 += a.x * b0;
@@ -88,21 +139,34 @@ fn main(
             acc5 += a.y * b1;
             acc6 += a.z * b1;
             acc7 += a.w * b1;
+            if (WIDE) {
+                let c = ws[kk * GROUPS_C + 8u + ty];
+                acc8 += c.x * b0;
+                acc9 += c.y * b0;
+                acc10 += c.z * b0;
+                acc11 += c.w * b0;
+                acc12 += c.x * b1;
+                acc13 += c.y * b1;
+                acc14 += c.z * b1;
+                acc15 += c.w * b1;
+            }
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    let acc = array<vec4<f32>, 16>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7,
+                                   acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15);
     let flags = pu(5u);
     let lo = pf(6u);
     let hi = pf(7u);
     let total = pu(0u);
-    for (var i = 0u; i < 4u; i++) {
-        let oc = oc0 + 4u * ty + i;
+    for (var i = 0u; i < TILE_C / 8u; i++) {
+        // i / 4: the channel half (wide); i % 4: the lane of the channel vector.
+        let oc = t.oc0 + 32u * (i / 4u) + 4u * ty + i % 4u;
         if (oc >= cout) { break; }
         for (var j = 0u; j < 8u; j++) {
-            let p = p0 + 32u * (j / 4u) + 4u * tx + j % 4u;
+            let p = t.p0 + 32u * (j / 4u) + 4u * tx + j % 4u;
             if (p >= npix) { continue; }
-            var v = acc[i + 4u * (j / 4u)][j % 4u];
+            var v = acc[8u * (i / 4u) + i % 4u + 4u * (j / 4u)][j % 4u];
             let o = oc * npix + p;
             if (splits > 1u) {
                 y[(n * splits + split) * total + o] = v;
