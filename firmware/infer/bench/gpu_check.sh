@@ -5,7 +5,8 @@
 #   strip -o .devcheck/lookupd target/release/lookupd
 #   cp ../shared/fixtures/efficientnet_lite0_imagenet.{onnx,input.npy} .devcheck/
 # plus, where the machine lacks them, the Vulkan loader and GL dispatch .debs in .gl/
-# (libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2). Writes to $OUT.
+# (libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2). Writes to $OUT: commit
+# its files under bench/results/<date>/ so that later sessions can read the per-kernel times.
 set -u
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -33,5 +34,10 @@ for t in narrow wide; do
 done
 timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
   --pointwise-tiles wide --profile > $OUT/bench_profile32_wide.json 2>/dev/null
+# The split target at batch 1 (default 256 workgroups): fewer splits, fewer dispatches.
+for w in 0 128 512 1024; do
+  timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
+    --split-workgroups $w 2>/dev/null | tee -a $OUT/bench.jsonl
+done
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
   2>/dev/null | tee -a $OUT/bench.jsonl

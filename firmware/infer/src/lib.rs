@@ -98,6 +98,28 @@ impl fmt::Display for PointwiseTiles {
     }
 }
 
+/// How the GPU plan shapes its work; the defaults suit a big GPU. Other values are for
+/// comparing them (`bench-model`) and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuTuning {
+    /// The 1x1 convs' tiles.
+    pub pointwise_tiles: PointwiseTiles,
+    /// The workgroups a 1x1 conv or a linear layer aims at: one with fewer than half as many
+    /// splits its inputs into ranges to get about this many (a big GPU has over a hundred
+    /// cores, each running several workgroups); `Auto` takes wide tiles where they reach half.
+    /// 0 never splits.
+    pub split_workgroups: usize,
+}
+
+impl Default for GpuTuning {
+    fn default() -> Self {
+        GpuTuning {
+            pointwise_tiles: PointwiseTiles::Auto,
+            split_workgroups: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub backend: Backend,
@@ -107,8 +129,8 @@ pub struct LoadOptions {
     pub input_hw: Option<(usize, usize)>,
     /// Request GPU timestamp queries so `run_profiled` can time each kernel.
     pub profile: bool,
-    /// The 1x1 convs' tiles on the GPU: `Auto` but to compare them (`bench-model`, tests).
-    pub pointwise_tiles: PointwiseTiles,
+    /// How the GPU plan shapes its work (tiles, splits).
+    pub tuning: GpuTuning,
 }
 
 impl Default for LoadOptions {
@@ -118,7 +140,7 @@ impl Default for LoadOptions {
             max_batch: 8,
             input_hw: None,
             profile: false,
-            pointwise_tiles: PointwiseTiles::Auto,
+            tuning: GpuTuning::default(),
         }
     }
 }
@@ -255,7 +277,7 @@ impl Model {
                         tract: output_shape,
                     });
                 }
-                let plan = gpu::GpuPlan::new(ctx, &g, max_batch, opts.pointwise_tiles)?;
+                let plan = gpu::GpuPlan::new(ctx, &g, max_batch, opts.tuning)?;
                 tracing::info!(
                     adapter = plan.adapter(),
                     kernels = g.steps.len(),

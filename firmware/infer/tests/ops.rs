@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{assert_close, load, load_gpu, load_gpu_tiles, model_path, pseudo_random};
-use infer::{Backend, InferError, PointwiseTiles};
+use common::{assert_close, load, load_gpu, load_gpu_tuned, model_path, pseudo_random};
+use infer::{Backend, GpuTuning, InferError, PointwiseTiles};
 
 /// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
 fn check(name: &str) -> Vec<String> {
@@ -13,9 +13,18 @@ fn check(name: &str) -> Vec<String> {
 
 /// `check` with the given 1x1 conv tiles.
 fn check_tiles(name: &str, tiles: PointwiseTiles) -> Vec<String> {
+    let tuning = GpuTuning {
+        pointwise_tiles: tiles,
+        ..GpuTuning::default()
+    };
+    check_tuned(name, tuning)
+}
+
+/// `check` with the given tuning of the GPU plan.
+fn check_tuned(name: &str, tuning: GpuTuning) -> Vec<String> {
     let path = model_path(name);
     let mut cpu = load(&path, Backend::Cpu, 3).expect("tract loads the model");
-    let Some(mut gpu) = load_gpu_tiles(&path, 3, tiles) else {
+    let Some(mut gpu) = load_gpu_tuned(&path, 3, tuning) else {
         return Vec::new();
     };
     assert_eq!(gpu.input_shape(), cpu.input_shape());
@@ -106,6 +115,32 @@ fn pointwise_convs_take_wide_tiles_where_the_batch_fills_the_gpu_with_them() {
         gpu.run(batch, &x, &mut got).expect("gpu runs");
         assert_close(&format!("pointwise_tiles batch {batch}"), &got, &want);
     }
+}
+
+#[test]
+fn the_split_target_sets_where_convs_split_and_take_wide_tiles() {
+    let tuned = |split_workgroups| GpuTuning {
+        split_workgroups,
+        ..GpuTuning::default()
+    };
+    // 0: no conv splits, the fused ops stay in the conv kernels.
+    let k = check_tuned("pointwise_split", tuned(0));
+    if k.is_empty() {
+        return;
+    }
+    assert_eq!(k.len(), 2, "{k:?}");
+    assert!(fused(&k, "Conv+Add") && fused(&k, "Conv+Clip"), "{k:?}");
+    // 8: the 4 wide tiles a sample of expand and widen reach half of it at batch 1.
+    let k = check_tuned("pointwise_tiles", tuned(8));
+    assert_eq!(k.iter().filter(|k| k.contains(WIDE)).count(), 2, "{k:?}");
+    // 10: the first conv's 5 tiles a sample fill half of it at batch 1, the second's 1 tile
+    // does not: it alone splits.
+    let k = check_tuned("pointwise_split", tuned(10));
+    let partial: Vec<&String> = k.iter().filter(|k| k.contains("partial")).collect();
+    assert!(
+        partial.len() == 1 && partial[0].starts_with("project"),
+        "{k:?}"
+    );
 }
 
 #[test]

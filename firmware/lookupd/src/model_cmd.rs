@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use infer::{Backend, KernelTime, LoadOptions, Model, PointwiseTiles, RunTimings};
+use infer::{Backend, GpuTuning, KernelTime, LoadOptions, Model, PointwiseTiles, RunTimings};
 use serde::Serialize;
 
 use crate::npy;
@@ -51,8 +51,12 @@ pub struct BenchArgs {
     #[arg(long)]
     profile: bool,
     /// The GPU's 1x1 conv tiles: auto, narrow (32 channels) or wide (64), to compare them.
-    #[arg(long, default_value_t = PointwiseTiles::Auto)]
+    #[arg(long, default_value_t = GpuTuning::default().pointwise_tiles)]
     pointwise_tiles: PointwiseTiles,
+    /// The workgroups a GPU 1x1 conv or linear layer aims at, splitting its inputs to reach
+    /// them (0: never split), to compare them.
+    #[arg(long, default_value_t = GpuTuning::default().split_workgroups)]
+    split_workgroups: usize,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -132,6 +136,7 @@ struct BenchReport {
     size: [usize; 2],
     iters: usize,
     pointwise_tiles: String,
+    split_workgroups: usize,
     /// Median wall time of one batch: upload + run + read-back.
     ms_per_batch: f64,
     img_per_s: f64,
@@ -167,7 +172,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         max_batch: args.batch,
         input_hw: Some(args.size),
         profile: args.profile,
-        pointwise_tiles: args.pointwise_tiles,
+        tuning: GpuTuning {
+            pointwise_tiles: args.pointwise_tiles,
+            split_workgroups: args.split_workgroups,
+        },
     };
     let mut model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -225,6 +233,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         size: [args.size.0, args.size.1],
         iters: args.iters,
         pointwise_tiles: args.pointwise_tiles.to_string(),
+        split_workgroups: args.split_workgroups,
         ms_per_batch: ms,
         img_per_s: args.batch as f64 * 1e3 / ms,
         upload_ms,

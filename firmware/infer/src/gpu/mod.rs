@@ -14,7 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::frame::{FramePrep, taps_words};
 use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId};
-use crate::{InferError, KernelTime, PointwiseTiles, RunTimings};
+use crate::{GpuTuning, InferError, KernelTime, PointwiseTiles, RunTimings};
 
 const PRELUDE: &str = include_str!("wgsl/prelude.wgsl");
 const WORKGROUP: u32 = 64;
@@ -316,10 +316,6 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
     b
 }
 
-/// Workgroups below which a 1x1 conv or a linear layer splits its inputs: a big GPU has over a
-/// hundred cores.
-const MIN_WORKGROUPS: usize = 256;
-
 /// The pixels of a 1x1 kernel's output tile (`wgsl/pointwise.wgsl`); its channels are 32
 /// (narrow) or 64 (wide).
 const POINTWISE_TILE_PIXELS: usize = 64;
@@ -327,19 +323,19 @@ const POINTWISE_TILE_PIXELS: usize = 64;
 const POINTWISE_SLICE: usize = 16;
 
 /// The split of a step's `k` inputs into `(splits, chunk)` when a batch dispatches `workgroups`:
-/// one split when they alone fill the GPU or the inputs are few, else ranges of at least 64
-/// inputs.
-fn input_split(k: usize, workgroups: usize) -> (usize, usize) {
-    if fills_gpu(workgroups) || k < 128 {
+/// one split when they alone fill the GPU (half of `target`) or the inputs are few, else about
+/// `target` workgroups in all, in ranges of at least 64 inputs.
+fn input_split(k: usize, workgroups: usize, target: usize) -> (usize, usize) {
+    if fills_gpu(workgroups, target) || k < 128 {
         return (1, k);
     }
-    let want = MIN_WORKGROUPS.div_ceil(workgroups).min(k / 64).max(1);
+    let want = target.div_ceil(workgroups).min(k / 64).max(1);
     let chunk = k.div_ceil(want).next_multiple_of(POINTWISE_SLICE);
     (k.div_ceil(chunk), chunk)
 }
 
-fn fills_gpu(workgroups: usize) -> bool {
-    workgroups >= MIN_WORKGROUPS / 2
+fn fills_gpu(workgroups: usize, target: usize) -> bool {
+    workgroups >= target / 2
 }
 
 /// The shape of a step that may split its inputs: a 1x1 conv or a MatMul.
@@ -369,16 +365,19 @@ struct Split {
 /// batches: a small batch splits the inputs of a late layer to fill the GPU, a large one needs
 /// no split (which saves the partial sums and their kernel); `Auto` takes wide tiles where they
 /// fill the GPU unsplit.
-fn input_splits(shape: SplitShape, max_batch: usize, tiles: PointwiseTiles) -> Vec<Split> {
+fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<Split> {
+    let target = tuning.split_workgroups;
     let mut ranges: Vec<Split> = Vec::new();
     for batch in 1..=max_batch {
-        let wide = shape.wide_workgroups.filter(|w| match tiles {
-            PointwiseTiles::Auto => fills_gpu(w * batch),
-            PointwiseTiles::Narrow => false,
-            PointwiseTiles::Wide => true,
-        });
+        let wide = shape
+            .wide_workgroups
+            .filter(|w| match tuning.pointwise_tiles {
+                PointwiseTiles::Auto => fills_gpu(w * batch, target),
+                PointwiseTiles::Narrow => false,
+                PointwiseTiles::Wide => true,
+            });
         let workgroups = wide.unwrap_or(shape.workgroups) * batch;
-        let (splits, chunk) = input_split(shape.k, workgroups);
+        let (splits, chunk) = input_split(shape.k, workgroups, target);
         let wide = wide.is_some();
         match ranges.last_mut() {
             Some(r) if (r.wide, r.splits, r.chunk) == (wide, splits, chunk) => {
@@ -494,7 +493,7 @@ impl GpuPlan {
         ctx: GpuContext,
         g: &Graph,
         max_batch: usize,
-        tiles: PointwiseTiles,
+        tuning: GpuTuning,
     ) -> Result<Self, InferError> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -556,7 +555,7 @@ impl GpuPlan {
             .iter()
             .filter_map(|s| split_shape(&s.kind))
             .flat_map(|shape| {
-                input_splits(shape, max_batch, tiles)
+                input_splits(shape, max_batch, tuning)
                     .into_iter()
                     .filter(|r| r.splits > 1)
                     .map(move |r| (r.splits * shape.outputs * r.batches.end() * 4) as u64)
@@ -612,7 +611,7 @@ impl GpuPlan {
             .steps
             .iter()
             .map(|s| match split_shape(&s.kind) {
-                Some(shape) => input_splits(shape, max_batch, tiles)
+                Some(shape) => input_splits(shape, max_batch, tuning)
                     .iter()
                     .map(|r| if r.splits > 1 { 2 } else { 1 })
                     .sum(),
@@ -708,7 +707,7 @@ impl GpuPlan {
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
             if let Some(shape) = split_shape(&s.kind) {
-                for split in input_splits(shape, max_batch, tiles) {
+                for split in input_splits(shape, max_batch, tuning) {
                     let Split {
                         batches,
                         wide,

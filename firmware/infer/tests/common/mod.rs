@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use infer::{Backend, InferError, LoadOptions, Model, PointwiseTiles};
+use infer::{Backend, GpuTuning, InferError, LoadOptions, Model};
 
 pub fn model_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,15 +51,15 @@ pub fn load(path: &Path, backend: Backend, max_batch: usize) -> Result<Model, In
 /// allows it with INFER_ALLOW_NO_GPU=1. Without that variable a missing adapter fails the test:
 /// CI installs lavapipe, so a GPU test never passes by not running.
 pub fn load_gpu(path: &Path, max_batch: usize) -> Option<Model> {
-    load_gpu_tiles(path, max_batch, PointwiseTiles::Auto)
+    load_gpu_tuned(path, max_batch, GpuTuning::default())
 }
 
-/// `load_gpu` with the given 1x1 conv tiles.
-pub fn load_gpu_tiles(path: &Path, max_batch: usize, tiles: PointwiseTiles) -> Option<Model> {
+/// `load_gpu` with the given tuning.
+pub fn load_gpu_tuned(path: &Path, max_batch: usize, tuning: GpuTuning) -> Option<Model> {
     let opts = LoadOptions {
         backend: Backend::Gpu,
         max_batch,
-        pointwise_tiles: tiles,
+        tuning,
         ..LoadOptions::default()
     };
     match Model::load(path, &opts) {
