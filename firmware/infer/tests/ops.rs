@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, load, load_gpu, load_gpu_tuned, model_path, pseudo_random};
-use infer::{Backend, GpuTuning, InferError, PointwiseTiles};
+use infer::{Backend, GpuTuning, InferError, Model, PointwiseTiles};
 
 /// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
 fn check(name: &str) -> Vec<String> {
@@ -29,17 +29,22 @@ fn check_tuned(name: &str, tuning: GpuTuning) -> Vec<String> {
     };
     assert_eq!(gpu.input_shape(), cpu.input_shape());
     assert_eq!(gpu.output_shape(), cpu.output_shape());
-    let in_len: usize = cpu.input_shape().iter().product();
-    let out_len: usize = cpu.output_shape().iter().product();
     for (batch, seed) in [(1, 11), (3, 12), (2, 13)] {
-        let x = pseudo_random(batch * in_len, seed);
-        let mut want = vec![0.0; batch * out_len];
-        let mut got = vec![f32::NAN; batch * out_len];
-        cpu.run(batch, &x, &mut want).expect("tract runs");
-        gpu.run(batch, &x, &mut got).expect("gpu runs");
-        assert_close(&format!("{name} batch {batch}"), &got, &want);
+        compare(name, &mut cpu, &mut gpu, batch, seed);
     }
     gpu.kernels(1)
+}
+
+/// Runs a batch of pseudo-random inputs on both backends and compares.
+fn compare(name: &str, cpu: &mut Model, gpu: &mut Model, batch: usize, seed: u64) {
+    let in_len: usize = cpu.input_shape().iter().product();
+    let out_len: usize = cpu.output_shape().iter().product();
+    let x = pseudo_random(batch * in_len, seed);
+    let mut want = vec![0.0; batch * out_len];
+    let mut got = vec![f32::NAN; batch * out_len];
+    cpu.run(batch, &x, &mut want).expect("tract runs");
+    gpu.run(batch, &x, &mut got).expect("gpu runs");
+    assert_close(&format!("{name} batch {batch}"), &got, &want);
 }
 
 fn fused(kernels: &[String], ops: &str) -> bool {
@@ -98,8 +103,6 @@ fn pointwise_convs_take_wide_tiles_where_the_batch_fills_the_gpu_with_them() {
     let Some(mut gpu) = load_gpu(&path, 32) else {
         return;
     };
-    let in_len: usize = cpu.input_shape().iter().product();
-    let out_len: usize = cpu.output_shape().iter().product();
     // expand (72 outputs) and widen (66) have 4 wide tiles a sample, project (36) 2: at batch
     // 32 the first two reach 128 wide tiles.
     for (batch, wide) in [(31, 0), (32, 2)] {
@@ -108,12 +111,7 @@ fn pointwise_convs_take_wide_tiles_where_the_batch_fills_the_gpu_with_them() {
         let got_wide: Vec<&String> = k.iter().filter(|k| k.contains(WIDE)).collect();
         assert_eq!(got_wide.len(), wide, "batch {batch}: {k:?}");
         assert!(got_wide.iter().all(|k| !k.starts_with("project")), "{k:?}");
-        let x = pseudo_random(batch * in_len, batch as u64);
-        let mut want = vec![0.0; batch * out_len];
-        let mut got = vec![f32::NAN; batch * out_len];
-        cpu.run(batch, &x, &mut want).expect("tract runs");
-        gpu.run(batch, &x, &mut got).expect("gpu runs");
-        assert_close(&format!("pointwise_tiles batch {batch}"), &got, &want);
+        compare("pointwise_tiles", &mut cpu, &mut gpu, batch, batch as u64);
     }
 }
 
@@ -161,19 +159,12 @@ fn pointwise_convs_split_only_at_batches_too_small_to_fill_the_gpu() {
     let Some(mut gpu) = load_gpu(&path, 128) else {
         return;
     };
-    let in_len: usize = cpu.input_shape().iter().product();
-    let out_len: usize = cpu.output_shape().iter().product();
     // The first conv has 5 tiles a sample, the second 1: each stops splitting once the batch
     // has 128 tiles.
     for (batch, kernels) in [(25, 4), (26, 3), (127, 3), (128, 2)] {
         let k = gpu.kernels(batch);
         assert_eq!(k.len(), kernels, "batch {batch}: {k:?}");
-        let x = pseudo_random(batch * in_len, batch as u64);
-        let mut want = vec![0.0; batch * out_len];
-        let mut got = vec![f32::NAN; batch * out_len];
-        cpu.run(batch, &x, &mut want).expect("tract runs");
-        gpu.run(batch, &x, &mut got).expect("gpu runs");
-        assert_close(&format!("pointwise_split batch {batch}"), &got, &want);
+        compare("pointwise_split", &mut cpu, &mut gpu, batch, batch as u64);
     }
     assert!(fused(&gpu.kernels(128), "Conv+Add") && fused(&gpu.kernels(128), "Conv+Clip"));
 }
