@@ -139,6 +139,24 @@ fn frame_buffers_grow_and_geometry_changes_give_the_same_floats_as_a_fresh_model
         fresh.preprocess_rgb8(&p, w, h, &frame, &mut want).unwrap();
         assert_eq!(got, want, "{w}x{h} -> {r}");
     }
+    // The same frame size resized to 6 then 24, and 24 then 6: in one order the second needs
+    // more taps than the first, so only the taps buffer and the kernel's bind group are remade
+    // (the commands recorded ahead for a run like the last must not be reused).
+    for order in [[6u32, 24], [24, 6]] {
+        let mut warm = gpu_model(s).expect("an adapter was found above");
+        let frame = pixels(24 * 24 * 3, 21);
+        for r in order {
+            let p = prep(r, s as u32);
+            let mut got = vec![f32::NAN; 3 * s * s];
+            let mut want = vec![f32::NAN; 3 * s * s];
+            warm.preprocess_rgb8(&p, 24, 24, &frame, &mut got).unwrap();
+            let mut fresh = gpu_model(s).expect("an adapter was found above");
+            fresh
+                .preprocess_rgb8(&p, 24, 24, &frame, &mut want)
+                .unwrap();
+            assert_eq!(got, want, "24x24 -> {r} after {order:?}");
+        }
+    }
 }
 
 #[test]

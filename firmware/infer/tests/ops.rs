@@ -325,6 +325,55 @@ fn batch_beyond_the_loaded_maximum_is_refused() {
     ));
 }
 
+/// A run's commands are recorded ahead, while the GPU runs the one before: runs of the same
+/// kind with new inputs, runs of other batches and outputs in between, must each give their
+/// own input's result.
+#[test]
+fn runs_in_a_row_each_give_their_own_inputs_result() {
+    let path = model_path("inverted_residual");
+    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
+    let Some(mut gpu) = load_gpu(&path, 3) else {
+        return;
+    };
+    for (batch, seed) in [
+        (2, 1),
+        (2, 2),
+        (2, 3),
+        (3, 4),
+        (2, 5),
+        (1, 6),
+        (1, 7),
+        (2, 8),
+    ] {
+        compare("inverted_residual", &mut cpu, &mut gpu, batch, seed);
+    }
+    // Floats and packed codes alternating, on new inputs: each code is the signs of the
+    // floats of its own input.
+    let path = model_path("embedding_head");
+    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
+    let Some(mut gpu) = load_gpu(&path, 3) else {
+        return;
+    };
+    let in_len: usize = cpu.input_shape().iter().product();
+    let dim: usize = cpu.output_shape().iter().product();
+    let mut codes = Vec::new();
+    for seed in 10..14 {
+        let x = pseudo_random(2 * in_len, seed);
+        let (mut want, mut got) = (vec![0.0; 2 * dim], vec![f32::NAN; 2 * dim]);
+        cpu.run(2, &x, &mut want).unwrap();
+        gpu.run(2, &x, &mut got).unwrap();
+        assert_close(&format!("embedding_head seed {seed}"), &got, &want);
+        let mut signs = vec![0u8; 2 * dim / 8];
+        infer::pack_signs(&got, dim, &mut signs);
+        let mut code = vec![0u8; 2 * dim / 8];
+        gpu.run_packed(2, &x, &mut code).unwrap();
+        assert_eq!(code, signs, "seed {seed}");
+        codes.push(code);
+    }
+    codes.dedup();
+    assert_eq!(codes.len(), 4, "each input has its own code");
+}
+
 /// Each bit of the GPU's packed code must equal the sign bit of tract's value, except for
 /// values within rounding noise of zero.
 fn check_packed(name: &str, dim: usize) {
