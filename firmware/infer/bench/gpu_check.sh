@@ -39,5 +39,11 @@ for w in 0 128 512 1024; do
   timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
     --split-workgroups $w 2>/dev/null | tee -a $OUT/bench.jsonl
 done
+# What a dispatch costs beside its work: 70 dispatches of almost nothing (make_chain.py).
+C=firmware/infer/bench/dispatch_chain.onnx
+timeout 120 $B bench-model --model $C --batch 1 --size 8x8 --iters 200 --backend gpu \
+  2>/dev/null | tee -a $OUT/bench.jsonl
+timeout 120 $B bench-model --model $C --batch 1 --size 8x8 --iters 50 --backend gpu --profile \
+  > $OUT/chain_profile.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
   2>/dev/null | tee -a $OUT/bench.jsonl
