@@ -1,12 +1,9 @@
 #!/bin/bash
 # GPU check of the shared Lite0 fixture through the wgpu plan on a machine with an NVIDIA
-# Vulkan driver (used for the H200 numbers in ../README.md). Prepare, from the repository root:
-#   cargo build --release -p lookupd && mkdir -p .devcheck
-#   strip -o .devcheck/lookupd target/release/lookupd
-#   cp ../shared/fixtures/efficientnet_lite0_imagenet.{onnx,input.npy} .devcheck/
-# plus, where the machine lacks them, the Vulkan loader and GL dispatch .debs in .gl/
-# (libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2). Writes to $OUT: commit
-# its files under bench/results/<date>/ so that later sessions can read the per-kernel times.
+# Vulkan driver (used for the H200 numbers in ../README.md). Prepare with prepare_gpu_check.sh
+# (the stripped lookupd and the fixture in .devcheck/, the Vulkan loader .debs in .gl/; carry
+# both). Writes to $OUT: commit its files under bench/results/<date>/ so that later sessions
+# can read the per-kernel times.
 set -u
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
