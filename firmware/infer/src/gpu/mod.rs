@@ -334,6 +334,7 @@ pub(crate) struct GpuPlan {
     /// The frame preprocessing kernel, compiled at load.
     frame_pipeline: wgpu::ComputePipeline,
     frame: Option<FrameStage>,
+    /// Counts the remakings of the frame stage's buffers and bind group (see `RunKey`).
     frame_generation: u64,
     /// The next run's commands, recorded while the GPU ran the last one (for a run like it).
     recorded: Option<(RunKey, wgpu::CommandBuffer)>,
@@ -383,7 +384,7 @@ struct SplitShape {
 }
 
 /// How a step runs at a range of batch sizes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Split {
     batches: std::ops::RangeInclusive<usize>,
     /// Wide 1x1 tiles (64 channels).
