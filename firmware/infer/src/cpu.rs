@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -18,6 +19,9 @@ pub(crate) struct CpuModel {
     inner: Vec<usize>,
     /// Runnable models by batch size.
     plans: Vec<(usize, Arc<TypedRunnableModel>)>,
+    /// Where tract runs its matrix products: this thread alone, or a pool of this model's.
+    executor: Executor,
+    threads: usize,
 }
 
 impl std::fmt::Debug for CpuModel {
@@ -26,6 +30,7 @@ impl std::fmt::Debug for CpuModel {
         f.debug_struct("CpuModel")
             .field("inner", &self.inner)
             .field("batches", &batches)
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
@@ -56,17 +61,32 @@ pub(crate) fn inference_model(
 
 impl CpuModel {
     /// Builds the runnable model for `first_batch` now, so load-time errors surface at load.
+    /// `threads` above 1 runs tract's matrix products on a pool of that many threads (made
+    /// here, once).
     pub fn new(
         onnx: tract_onnx::model::Onnx,
         proto: pb::ModelProto,
         inner: &[usize],
         first_batch: usize,
+        threads: usize,
     ) -> Result<Self, InferError> {
+        let executor = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .thread_name(|i| format!("infer-cpu-{i}"))
+                .num_threads(threads)
+                .build()
+                .map_err(|e| InferError::Cpu(format!("a pool of {threads} threads: {e}")))?;
+            Executor::MultiThread(Arc::new(pool))
+        } else {
+            Executor::SingleThread
+        };
         let mut m = CpuModel {
             onnx,
             proto,
             inner: inner.to_vec(),
             plans: Vec::new(),
+            executor,
+            threads: threads.max(1),
         };
         m.plan(first_batch)?;
         Ok(m)
@@ -91,9 +111,9 @@ impl CpuModel {
         let mut shape = vec![batch];
         shape.extend(&self.inner);
         let x = Tensor::from_shape(&shape, input).map_err(|e| InferError::Input(e.to_string()))?;
-        let result = plan
-            .run(tvec![x.into_tvalue()])
-            .map_err(|e| InferError::Cpu(format!("{e:#}")))?;
+        let result =
+            multithread_tract_scope(self.executor.clone(), || plan.run(tvec![x.into_tvalue()]))
+                .map_err(|e| InferError::Cpu(format!("{e:#}")))?;
         let y = result[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())

@@ -131,6 +131,10 @@ pub struct LoadOptions {
     pub profile: bool,
     /// How the GPU plan shapes its work (tiles, splits).
     pub tuning: GpuTuning,
+    /// Threads of the CPU backend (tract's matrix products): 1 runs on the calling thread
+    /// alone, 0 (the default) takes every core the system offers. The results do not depend
+    /// on it: tract splits its work by whole output tiles and rows.
+    pub cpu_threads: usize,
 }
 
 impl Default for LoadOptions {
@@ -141,6 +145,7 @@ impl Default for LoadOptions {
             input_hw: None,
             profile: false,
             tuning: GpuTuning::default(),
+            cpu_threads: 0,
         }
     }
 }
@@ -291,6 +296,10 @@ impl Model {
                 proto,
                 &spec.inner,
                 spec.fixed_batch.unwrap_or(1),
+                match opts.cpu_threads {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                },
             )?)),
         };
         let out_len: usize = output_shape.iter().product();

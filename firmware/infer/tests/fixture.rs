@@ -54,6 +54,35 @@ fn fixture_on_cpu_matches_reference() {
     check(load(&fixture_model(), Backend::Cpu, 2).unwrap(), "cpu");
 }
 
+/// The CPU backend on one thread and on three (more than this machine's cores, so the pool
+/// really splits the work) gives the same bits: tract splits by whole output tiles and rows.
+#[test]
+fn fixture_on_cpu_threads_gives_the_same_bits() {
+    let dir = fixtures();
+    let (in_shape, x) = read_npy(&dir.join("efficientnet_lite0_imagenet.input.npy"));
+    let outputs: Vec<Vec<f32>> = [1, 3]
+        .into_iter()
+        .map(|cpu_threads| {
+            let opts = infer::LoadOptions {
+                backend: Backend::Cpu,
+                max_batch: in_shape[0],
+                cpu_threads,
+                ..infer::LoadOptions::default()
+            };
+            let mut model = infer::Model::load(&fixture_model(), &opts).unwrap();
+            let mut y = vec![f32::NAN; in_shape[0] * 1000];
+            model.run(in_shape[0], &x, &mut y).unwrap();
+            y
+        })
+        .collect();
+    assert!(outputs[0].iter().all(|v| v.is_finite()));
+    let same = outputs[0]
+        .iter()
+        .zip(&outputs[1])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "1 and 3 threads differ");
+}
+
 #[test]
 fn fixture_on_gpu_matches_reference() {
     if let Some(m) = load_gpu(&fixture_model(), 2) {

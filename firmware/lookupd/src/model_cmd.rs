@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// them (0: never split), to compare them.
     #[arg(long, default_value_t = GpuTuning::default().split_workgroups)]
     split_workgroups: usize,
+    /// Threads of the CPU backend (0: every core).
+    #[arg(long, default_value_t = LoadOptions::default().cpu_threads)]
+    cpu_threads: usize,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -137,6 +140,7 @@ struct BenchReport {
     iters: usize,
     pointwise_tiles: String,
     split_workgroups: usize,
+    cpu_threads: usize,
     /// Median wall time of one batch: upload + run + read-back.
     ms_per_batch: f64,
     img_per_s: f64,
@@ -176,6 +180,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             pointwise_tiles: args.pointwise_tiles,
             split_workgroups: args.split_workgroups,
         },
+        cpu_threads: args.cpu_threads,
     };
     let mut model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -234,6 +239,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         iters: args.iters,
         pointwise_tiles: args.pointwise_tiles.to_string(),
         split_workgroups: args.split_workgroups,
+        cpu_threads: args.cpu_threads,
         ms_per_batch: ms,
         img_per_s: args.batch as f64 * 1e3 / ms,
         upload_ms,
