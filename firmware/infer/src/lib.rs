@@ -454,12 +454,7 @@ impl Model {
         input: &[f32],
         codes: &mut [u8],
     ) -> Result<RunTimings, InferError> {
-        let dim: usize = self.output_shape.iter().product();
-        if !dim.is_multiple_of(8) {
-            return Err(InferError::Input(format!(
-                "the output has {dim} values, not a multiple of 8: it cannot be packed"
-            )));
-        }
+        let dim = self.packed_dim()?;
         self.check(batch, input, dim / 8, codes.len())?;
         match &mut self.engine {
             Engine::Gpu(p) => p.run(batch, input, gpu::Output::Packed(codes), None),
@@ -495,17 +490,10 @@ impl Model {
         pixels: &[u8],
         codes: &mut [u8],
     ) -> Result<RunTimings, InferError> {
-        let dim: usize = self.output_shape.iter().product();
-        if !dim.is_multiple_of(8) {
-            return Err(InferError::Input(format!(
-                "the output has {dim} values, not a multiple of 8: it cannot be packed"
-            )));
-        }
+        let dim = self.packed_dim()?;
         self.check_frame(prep, width, height, pixels, dim / 8, codes.len())?;
-        match &mut self.engine {
-            Engine::Gpu(p) => p.run_frame(prep, width, height, pixels, gpu::Output::Packed(codes)),
-            Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
-        }
+        self.frame_plan()?
+            .run_frame(prep, width, height, pixels, gpu::Output::Packed(codes))
     }
 
     /// [`Model::run_rgb8_packed`], writing the first output's floats instead.
@@ -519,10 +507,8 @@ impl Model {
     ) -> Result<RunTimings, InferError> {
         let per: usize = self.output_shape.iter().product();
         self.check_frame(prep, width, height, pixels, per, output.len())?;
-        match &mut self.engine {
-            Engine::Gpu(p) => p.run_frame(prep, width, height, pixels, gpu::Output::Floats(output)),
-            Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
-        }
+        self.frame_plan()?
+            .run_frame(prep, width, height, pixels, gpu::Output::Floats(output))
     }
 
     /// Only the GPU preprocessing of [`Model::run_rgb8_packed`]: writes the model input it
@@ -538,8 +524,26 @@ impl Model {
     ) -> Result<RunTimings, InferError> {
         let in_len: usize = self.input_shape.iter().product();
         self.check_frame(prep, width, height, pixels, in_len, input.len())?;
+        self.frame_plan()?
+            .preprocess_frame(prep, width, height, pixels, input)
+    }
+
+    /// The first output's values per sample, which packing needs to be a multiple of 8.
+    fn packed_dim(&self) -> Result<usize, InferError> {
+        let dim: usize = self.output_shape.iter().product();
+        if dim.is_multiple_of(8) {
+            Ok(dim)
+        } else {
+            Err(InferError::Input(format!(
+                "the output has {dim} values, not a multiple of 8: it cannot be packed"
+            )))
+        }
+    }
+
+    /// The GPU plan that frames run on: frame preprocessing is a GPU kernel.
+    fn frame_plan(&mut self) -> Result<&mut gpu::GpuPlan, InferError> {
         match &mut self.engine {
-            Engine::Gpu(p) => p.preprocess_frame(prep, width, height, pixels, input),
+            Engine::Gpu(p) => Ok(p),
             Engine::Cpu(_) => Err(InferError::GpuOnly("frame preprocessing")),
         }
     }

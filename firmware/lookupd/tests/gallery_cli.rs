@@ -225,114 +225,51 @@ fn verify_passes_good_and_fails_damaged_files() {
 #[test]
 fn bad_inputs_get_clear_errors() {
     let s = setup();
-    // Missing file.
-    fails_with(&["gallery", "info", &s.s("nope.gal")], "nope.gal");
-    // Not a gallery.
-    fails_with(
-        &["gallery", "info", &s.s("codes.npy")],
-        "not a gallery file",
-    );
-    // Codes of the wrong dtype.
+    // A command line as words; a word that names a file (`*.npy`, `*.gal`) is that file in the
+    // setup's folder.
+    let args = |words: &str| -> Vec<String> {
+        words
+            .split_whitespace()
+            .map(|w| {
+                if w.ends_with(".npy") || w.ends_with(".gal") {
+                    s.s(w)
+                } else {
+                    w.to_owned()
+                }
+            })
+            .collect()
+    };
+    let fails_with_words = |words: &str, needle: &str| {
+        let args = args(words);
+        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    };
     npyz::to_file_1d(s.p("floats.npy"), [1.0f32, 2.0]).unwrap();
-    fails_with(
-        &[
-            "gallery",
-            "import",
-            "--codes",
-            &s.s("floats.npy"),
-            "--out",
-            &s.s("x.gal"),
-        ],
-        "uint8",
-    );
-    // Not an npy file at all.
     std::fs::write(s.p("junk.npy"), b"junk").unwrap();
-    fails_with(
-        &[
-            "gallery",
-            "import",
-            "--codes",
-            &s.s("junk.npy"),
-            "--out",
-            &s.s("x.gal"),
-        ],
-        "junk.npy",
-    );
-    // Widths the gallery cannot hold (5 bytes = 40 bits).
+    // 5 bytes = 40 bits: a width the gallery cannot hold.
     write_u8(&s.p("narrow.npy"), 2, 5, &[0; 10]);
-    fails_with(
-        &[
-            "gallery",
-            "import",
-            "--codes",
-            &s.s("narrow.npy"),
-            "--out",
-            &s.s("x.gal"),
-        ],
-        "40 bits",
-    );
-    // Ids that do not match the codes.
     npyz::to_file_1d(s.p("few_ids.npy"), [1u64, 2]).unwrap();
-    fails_with(
-        &[
-            "gallery",
-            "import",
-            "--codes",
-            &s.s("codes.npy"),
-            "--ids",
-            &s.s("few_ids.npy"),
-            "--out",
-            &s.s("x.gal"),
-        ],
-        "2 ids for 300 codes",
-    );
-    // Queries of another width.
     write_u8(&s.p("q16.npy"), 1, 16, &[0; 16]);
-    fails_with(
-        &[
-            "gallery",
-            "search",
-            &s.s("g.gal"),
-            "--queries",
-            &s.s("q16.npy"),
-            "--json",
-        ],
-        "16 bytes",
-    );
-    // k out of range, unknown kernel.
-    fails_with(
-        &[
-            "gallery",
-            "search",
-            &s.s("g.gal"),
-            "--queries",
-            &s.s("queries.npy"),
-            "--k",
-            "0",
-        ],
-        "k = 0",
-    );
-    fails_with(
-        &[
-            "gallery",
-            "search",
-            &s.s("g.gal"),
-            "--queries",
-            &s.s("queries.npy"),
-            "--kernel",
+    for (words, needle) in [
+        ("gallery info nope.gal", "nope.gal"),
+        ("gallery info codes.npy", "not a gallery file"),
+        ("gallery import --codes floats.npy --out x.gal", "uint8"),
+        ("gallery import --codes junk.npy --out x.gal", "junk.npy"),
+        ("gallery import --codes narrow.npy --out x.gal", "40 bits"),
+        (
+            "gallery import --codes codes.npy --ids few_ids.npy --out x.gal",
+            "2 ids for 300 codes",
+        ),
+        ("gallery search g.gal --queries q16.npy --json", "16 bytes"),
+        ("gallery search g.gal --queries queries.npy --k 0", "k = 0"),
+        (
+            "gallery search g.gal --queries queries.npy --kernel sse9",
             "sse9",
-        ],
-        "sse9",
-    );
+        ),
+    ] {
+        fails_with_words(words, needle);
+    }
     // A failed import leaves an existing gallery untouched.
     let before = std::fs::read(s.p("g.gal")).unwrap();
-    fails(&[
-        "gallery",
-        "import",
-        "--codes",
-        &s.s("narrow.npy"),
-        "--out",
-        &s.s("g.gal"),
-    ]);
+    fails_with_words("gallery import --codes narrow.npy --out g.gal", "40 bits");
     assert_eq!(std::fs::read(s.p("g.gal")).unwrap(), before);
 }

@@ -448,13 +448,21 @@ pub fn read_head(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let file = open(path)?;
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
     let mut entries = tar.entries().map_err(|e| damaged(path, e))?;
+    head_members(&mut entries, path)
+}
+
+/// The first two members of an archive being read: the manifest's bytes and the signature.
+fn head_members<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    path: &Path,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let manifest =
-        read_small(&mut entries, MANIFEST_MEMBER, path)?.ok_or_else(|| FlashError::Archive {
+        read_small(entries, MANIFEST_MEMBER, path)?.ok_or_else(|| FlashError::Archive {
             path: path.to_owned(),
-            message: format!("not a flash archive: no {MANIFEST_MEMBER}"),
+            message: format!("not a flash archive: the first member is not {MANIFEST_MEMBER}"),
         })?;
     let signature =
-        read_small(&mut entries, SIGNATURE_MEMBER, path)?.ok_or_else(|| FlashError::Unsigned {
+        read_small(entries, SIGNATURE_MEMBER, path)?.ok_or_else(|| FlashError::Unsigned {
             path: path.to_owned(),
             member: SIGNATURE_MEMBER,
         })?;
@@ -516,16 +524,7 @@ pub fn open_verified(
     let file = open(path)?;
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
     let mut entries = tar.entries().map_err(|e| damaged(path, e))?;
-    let manifest_bytes =
-        read_small(&mut entries, MANIFEST_MEMBER, path)?.ok_or_else(|| FlashError::Archive {
-            path: path.to_owned(),
-            message: format!("not a flash archive: the first member is not {MANIFEST_MEMBER}"),
-        })?;
-    let signature =
-        read_small(&mut entries, SIGNATURE_MEMBER, path)?.ok_or_else(|| FlashError::Unsigned {
-            path: path.to_owned(),
-            member: SIGNATURE_MEMBER,
-        })?;
+    let (manifest_bytes, signature) = head_members(&mut entries, path)?;
     let manifest = verify_manifest(&manifest_bytes, &signature, key, path)?;
 
     let member_err = |member: &str, message: String| FlashError::Member {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use wgpu::util::DeviceExt;
 
 use crate::frame::{FramePrep, taps_words};
-use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId};
+use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId, Window};
 use crate::{GpuTuning, InferError, KernelTime, PointwiseTiles, RunTimings};
 
 const PRELUDE: &str = include_str!("wgsl/prelude.wgsl");
@@ -348,6 +348,17 @@ fn params_bytes(p: &[u32]) -> [u8; PARAM_BYTES as usize] {
     b
 }
 
+/// The first parameters of the windowed kernels (`conv.wgsl`, `pool.wgsl`): the output's size,
+/// then the window's input, output, kernel, stride, leading padding and dilation.
+fn window_params(total: usize, win: &Window) -> Vec<u32> {
+    [
+        total, win.c, win.h, win.w, win.oh, win.ow, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl,
+        win.dh, win.dw,
+    ]
+    .map(|x| x as u32)
+    .to_vec()
+}
+
 /// The pixels of a 1x1 kernel's output tile (`wgsl/pointwise.wgsl`); its channels are 32
 /// (narrow) or 64 (wide).
 const POINTWISE_TILE_PIXELS: usize = 64;
@@ -427,7 +438,7 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
 }
 
 /// Whether a conv runs as the tiled 1x1 kernel.
-fn is_pointwise(win: &crate::graph::Window, group: usize) -> bool {
+fn is_pointwise(win: &Window, group: usize) -> bool {
     (win.kh, win.kw, win.sh, win.sw) == (1, 1, 1, 1)
         && (win.pt, win.pl, win.pb, win.pr) == (0, 0, 0, 0)
         && group == 1
@@ -857,28 +868,15 @@ impl GpuPlan {
                     let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
                     // An invocation computes four neighbouring outputs of a row.
                     let quads = cout * win.oh * win.ow.div_ceil(4);
-                    let p = [
-                        u(total),
-                        u(win.c),
-                        u(win.h),
-                        u(win.w),
-                        u(win.oh),
-                        u(win.ow),
-                        u(win.kh),
-                        u(win.kw),
-                        u(win.sh),
-                        u(win.sw),
-                        u(win.pt),
-                        u(win.pl),
-                        u(win.dh),
-                        u(win.dw),
+                    let mut p = window_params(total, win);
+                    p.extend([
                         u(win.c / group),
                         u(cout / group),
                         flags,
                         f(*lo),
                         f(*hi),
                         u(quads),
-                    ];
+                    ]);
                     let bufs = [
                         buf(*x),
                         &consts[*weight],
@@ -922,25 +920,8 @@ impl GpuPlan {
                         PoolKind::AvgIncludePad => 1,
                         PoolKind::AvgExcludePad => 2,
                     };
-                    let p = [
-                        u(total),
-                        u(win.c),
-                        u(win.h),
-                        u(win.w),
-                        u(win.oh),
-                        u(win.ow),
-                        u(win.kh),
-                        u(win.kw),
-                        u(win.sh),
-                        u(win.sw),
-                        u(win.pt),
-                        u(win.pl),
-                        u(win.dh),
-                        u(win.dw),
-                        mode,
-                        u(win.pb),
-                        u(win.pr),
-                    ];
+                    let mut p = window_params(total, win);
+                    p.extend([mode, u(win.pb), u(win.pr)]);
                     make(Kernel::Pool, &p, &[buf(*x), out], total, label)?
                 }
                 StepKind::Rows {
