@@ -1626,6 +1626,18 @@ pub(crate) fn input_spec(
             "the input needs a batch axis and at least one more",
         ));
     }
+    // The inner axes as the errors name them: `3x224x224`, a symbolic one as `?`.
+    let shown = dims[1..]
+        .iter()
+        .map(|d| d.map_or("?".to_owned(), |d| d.to_string()))
+        .collect::<Vec<_>>()
+        .join("x");
+    if hw.is_some() && dims.len() != 4 {
+        return Err(InferError::Input(format!(
+            "an input size (height x width) was given, but the model's input is (batch, {shown}), \
+             not an image batch (batch, channels, height, width)"
+        )));
+    }
     let mut inner = Vec::new();
     for (i, d) in dims[1..].iter().enumerate() {
         let from_hw = hw.and_then(|(h, w)| match (dims.len(), i) {
@@ -1636,8 +1648,7 @@ pub(crate) fn input_spec(
         match (d, from_hw) {
             (Some(d), Some(x)) if *d != x => {
                 return Err(InferError::Input(format!(
-                    "the model's input is fixed at {:?}, not {x} on axis {}",
-                    &dims[1..],
+                    "the model's input is fixed at (batch, {shown}), not {x} on axis {}",
                     i + 1
                 )));
             }
@@ -1645,7 +1656,7 @@ pub(crate) fn input_spec(
             (None, Some(x)) => inner.push(x),
             (None, None) => {
                 return Err(InferError::Input(format!(
-                    "input axis {} is symbolic: give the input size",
+                    "the model's input is (batch, {shown}): axis {} is symbolic, give the input size",
                     i + 1
                 )));
             }

@@ -38,9 +38,9 @@ pub struct BenchArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Input size HxW, e.g. 224x224.
+    /// Input size HxW, e.g. 224x224: needed where the model leaves it symbolic.
     #[arg(long, value_parser = parse_size)]
-    size: (usize, usize),
+    size: Option<(usize, usize)>,
     /// Timed runs after two warm-up runs.
     #[arg(long, default_value_t = 20)]
     iters: usize,
@@ -99,8 +99,13 @@ pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
         profile: args.profile,
         ..LoadOptions::default()
     };
-    let mut model = Model::load(&args.model, &opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let mut model = Model::load(&args.model, &opts).with_context(|| {
+        format!(
+            "loading {} for the input {} of shape {shape:?}",
+            args.model.display(),
+            args.input.display()
+        )
+    })?;
     if shape[1..] != *model.input_shape() {
         bail!(
             "{}: shape {shape:?}, the model takes (batch, {:?})",
@@ -136,7 +141,8 @@ struct BenchReport {
     backend: String,
     adapter: String,
     batch: usize,
-    size: [usize; 2],
+    /// The image size the model ran at; none for an input that is not an image batch.
+    size: Option<[usize; 2]>,
     iters: usize,
     pointwise_tiles: String,
     split_workgroups: usize,
@@ -174,7 +180,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let opts = LoadOptions {
         backend: args.backend,
         max_batch: args.batch,
-        input_hw: Some(args.size),
+        input_hw: args.size,
         profile: args.profile,
         tuning: GpuTuning {
             pointwise_tiles: args.pointwise_tiles,
@@ -235,7 +241,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         backend: model.backend().to_string(),
         adapter: model.adapter(),
         batch: args.batch,
-        size: [args.size.0, args.size.1],
+        size: match model.input_shape() {
+            &[_, h, w] => Some([h, w]),
+            _ => None,
+        },
         iters: args.iters,
         pointwise_tiles: args.pointwise_tiles.to_string(),
         split_workgroups: args.split_workgroups,

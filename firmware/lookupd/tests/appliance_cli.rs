@@ -7,36 +7,8 @@ use std::fs;
 use std::process::{Command, Output};
 
 use bundle::{GALLERY_FILE, LABELS_FILE, MODEL_FILE};
+use common::cli::{fails, lookupd, ok};
 use common::{ITEMS, TestBundle, build_bundle};
-
-fn lookupd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookupd"))
-        .args(args)
-        .env("LOOKUPD_LOG", "warn")
-        .output()
-        .expect("run lookupd")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = lookupd(args);
-    assert!(
-        out.status.success(),
-        "lookupd {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Fails; returns (stdout, stderr).
-fn fails(args: &[&str]) -> (String, String) {
-    let out = lookupd(args);
-    assert!(!out.status.success(), "lookupd {args:?} should fail");
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 fn query_json(b: &TestBundle, images: &[&str]) -> Vec<serde_json::Value> {
     let dir = b.dir_arg();

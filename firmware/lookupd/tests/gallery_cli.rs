@@ -1,43 +1,12 @@
 //! `lookupd gallery ...` end to end, through the real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::cli::{fails_with, lookupd, ok};
 use npyz::WriterBuilder;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-fn lookupd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookupd"))
-        .args(args)
-        .env("LOOKUPD_LOG", "warn")
-        .output()
-        .expect("run lookupd")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = lookupd(args);
-    assert!(
-        out.status.success(),
-        "lookupd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = lookupd(args);
-    assert!(!out.status.success(), "lookupd {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Fails, and says `needle` on stderr.
-fn fails_with(args: &[&str], needle: &str) {
-    let err = fails(args);
-    assert!(
-        err.contains(needle),
-        "lookupd {args:?}: expected {needle:?} in: {err}"
-    );
-}
 
 fn write_u8(path: &Path, rows: u64, cols: u64, data: &[u8]) {
     let mut w = npyz::WriteOptions::new()

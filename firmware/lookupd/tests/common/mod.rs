@@ -3,4 +3,6 @@
 
 #![allow(unused_imports)]
 
+pub mod cli;
+
 pub use test_bundle::*;

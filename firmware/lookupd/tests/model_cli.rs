@@ -1,0 +1,213 @@
+//! `lookupd embed` and `lookupd bench-model` end to end, through the real binary, on infer's
+//! test models: the report's promised fields on both backends, and clear errors for bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cli::{fails_with, lookupd, ok};
+
+/// infer's test model `name`.
+fn model(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../infer/tests/models")
+        .join(format!("{name}.onnx"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `bench-model`'s JSON report, or `None` (said on stderr) where the GPU backend has no adapter
+/// and INFER_ALLOW_NO_GPU=1 allows that (as infer's tests do): CI installs lavapipe, so there a
+/// GPU case always runs.
+fn bench_report(args: &[&str]) -> Option<serde_json::Value> {
+    let mut all = vec!["bench-model"];
+    all.extend_from_slice(args);
+    let out = lookupd(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && stderr.contains("no GPU adapter")
+        && std::env::var("INFER_ALLOW_NO_GPU").as_deref() == Ok("1")
+    {
+        eprintln!("skipped without a GPU adapter: lookupd {all:?}");
+        return None;
+    }
+    assert!(out.status.success(), "lookupd {all:?} failed: {stderr}");
+    Some(serde_json::from_slice(&out.stdout).expect("one JSON object"))
+}
+
+fn num(report: &serde_json::Value, field: &str) -> f64 {
+    report[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {report}"))
+}
+
+/// The fields every report has, whatever the backend.
+fn check_common(r: &serde_json::Value, backend: &str, batch: u64) {
+    assert_eq!(r["backend"], backend, "{r}");
+    assert_eq!(r["batch"], batch, "{r}");
+    assert_eq!(r["size"], serde_json::json!([11, 9]), "{r}");
+    assert!(!r["adapter"].as_str().unwrap().is_empty(), "{r}");
+    let ms = num(r, "ms_per_batch");
+    assert!(ms > 0.0, "{r}");
+    let img_per_s = num(r, "img_per_s");
+    assert!(
+        (img_per_s - batch as f64 * 1e3 / ms).abs() <= 1e-6 * img_per_s,
+        "{r}"
+    );
+    for part in ["upload_ms", "run_ms", "readback_ms"] {
+        assert!(num(r, part) >= 0.0, "{part}: {r}");
+    }
+    assert!(num(r, "run_ms") > 0.0, "{r}");
+}
+
+#[test]
+fn bench_model_reports_time_and_memory_on_the_cpu() {
+    // A fixed-size model needs no --size; the report gives the size it ran at.
+    let r = bench_report(&[
+        "--model",
+        &model("embedding_head"),
+        "--batch",
+        "3",
+        "--iters",
+        "3",
+        "--backend",
+        "cpu",
+    ])
+    .unwrap();
+    check_common(&r, "cpu", 3);
+    assert_eq!(r["iters"], 3);
+    // Nothing on a GPU.
+    assert_eq!(r["gpu_kernels"], 0, "{r}");
+    assert_eq!(r["gpu_bytes"], 0, "{r}");
+}
+
+#[test]
+fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
+    let Some(r) = bench_report(&[
+        "--model",
+        &model("inverted_residual"),
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--backend",
+        "gpu",
+        "--profile",
+        "--size",
+        "11x9",
+    ]) else {
+        return;
+    };
+    check_common(&r, "gpu", 2);
+    let kernels = r["kernels"]
+        .as_array()
+        .expect("--profile lists the kernels");
+    assert_eq!(kernels.len() as f64, num(&r, "gpu_kernels"), "{r}");
+    for k in kernels {
+        assert!(k["median_ms"].as_f64().unwrap() >= 0.0, "{r}");
+        assert!(!k["kernel"].as_str().unwrap().is_empty(), "{r}");
+    }
+    // Activations share buffers: less than one buffer a tensor, and the total holds them and
+    // the constants.
+    let (total, activations, constants, unshared) = (
+        num(&r, "gpu_bytes"),
+        num(&r, "gpu_activation_bytes"),
+        num(&r, "gpu_constant_bytes"),
+        num(&r, "gpu_unshared_activation_bytes"),
+    );
+    assert!(activations > 0.0 && constants > 0.0, "{r}");
+    assert!(activations < unshared, "{r}");
+    assert!(total >= activations + constants, "{r}");
+}
+
+fn write_f32(path: &Path, shape: &[u64], data: &[f32]) {
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap(),
+        ))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn bad_models_inputs_and_arguments_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| -> PathBuf { dir.path().join(name) };
+    let s = |p: PathBuf| p.to_str().unwrap().to_owned();
+    let head = model("embedding_head");
+    std::fs::write(file("junk.onnx"), b"not a model").unwrap();
+    let bytes = std::fs::read(&head).unwrap();
+    std::fs::write(file("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    write_f32(&file("x.npy"), &[2, 3, 11, 9], &[0.5; 2 * 3 * 11 * 9]);
+    write_f32(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5; 3 * 12 * 9]);
+    write_f32(&file("flat.npy"), &[4], &[0.5; 4]);
+    npyz::to_file_1d(file("ints.npy"), [1i64, 2, 3]).unwrap();
+    let (x, out) = (s(file("x.npy")), s(file("y.npy")));
+    let embed = |model: &str, input: &str, backend: &str| {
+        vec![
+            "embed".to_owned(),
+            "--model".into(),
+            model.into(),
+            "--input".into(),
+            input.into(),
+            "--out".into(),
+            out.clone(),
+            "--backend".into(),
+            backend.into(),
+        ]
+    };
+    let bench_on = |backend: &str, model: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["bench-model", "--model", model, "--backend", backend]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let bench = |model: &str, extra: &[&str]| bench_on("cpu", model, extra);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // Models: missing, not ONNX, cut short, an op the GPU plan does not run.
+        (embed(&s(file("none.onnx")), &x, "cpu"), "none.onnx"),
+        (embed(&s(file("junk.onnx")), &x, "cpu"), "junk.onnx"),
+        (embed(&s(file("cut.onnx")), &x, "cpu"), "cut.onnx"),
+        (
+            bench(&s(file("junk.onnx")), &["--size", "8x8"]),
+            "junk.onnx",
+        ),
+        (bench_on("gpu", &model("unsupported"), &[]), "my_softmax"),
+        // Inputs: missing, not float32, of another shape, without a batch of images.
+        (embed(&head, &s(file("none.npy")), "cpu"), "none.npy"),
+        (embed(&head, &s(file("ints.npy")), "cpu"), "ints.npy"),
+        (embed(&head, &s(file("x_other.npy")), "cpu"), "12 on axis 2"),
+        (embed(&head, &s(file("flat.npy")), "cpu"), "flat.npy"),
+        // Sizes: another than a fixed model's, one for a model without images, none for a
+        // model that needs one, and malformed ones; batches and iterations of zero.
+        (bench(&head, &["--size", "8x8"]), "fixed at (batch, 3x11x9)"),
+        (
+            bench(&model("unsupported"), &["--size", "8x8"]),
+            "not an image batch",
+        ),
+        (bench(&model("frame_head"), &[]), "give the input size"),
+        (bench(&head, &["--size", "11"]), "expected HxW"),
+        (bench(&head, &["--size", "0x9"]), "not a positive integer"),
+        (bench(&head, &["--batch", "0"]), "--batch"),
+        (bench(&head, &["--iters", "0"]), "--iters"),
+        (bench(&head, &["--backend", "tpu"]), "tpu"),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, needle);
+    }
+    assert!(!file("y.npy").exists(), "a failed embed wrote its output");
+    // And a good run after them all.
+    ok(&embed(&head, &x, "cpu")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(file("y.npy").is_file());
+}
