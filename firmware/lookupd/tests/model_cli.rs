@@ -43,10 +43,10 @@ fn num(report: &serde_json::Value, field: &str) -> f64 {
 }
 
 /// The fields every report has, whatever the backend.
-fn check_common(r: &serde_json::Value, backend: &str, batch: u64) {
+fn check_common(r: &serde_json::Value, backend: &str, batch: u64, size: [u64; 2]) {
     assert_eq!(r["backend"], backend, "{r}");
     assert_eq!(r["batch"], batch, "{r}");
-    assert_eq!(r["size"], serde_json::json!([11, 9]), "{r}");
+    assert_eq!(r["size"], serde_json::json!(size), "{r}");
     assert!(!r["adapter"].as_str().unwrap().is_empty(), "{r}");
     let ms = num(r, "ms_per_batch");
     assert!(ms > 0.0, "{r}");
@@ -63,10 +63,12 @@ fn check_common(r: &serde_json::Value, backend: &str, batch: u64) {
 
 #[test]
 fn bench_model_reports_time_and_memory_on_the_cpu() {
-    // A fixed-size model needs no --size; the report gives the size it ran at.
+    // A model that leaves H and W symbolic runs at --size.
     let r = bench_report(&[
         "--model",
-        &model("embedding_head"),
+        &model("frame_head"),
+        "--size",
+        "11x9",
         "--batch",
         "3",
         "--iters",
@@ -75,7 +77,7 @@ fn bench_model_reports_time_and_memory_on_the_cpu() {
         "cpu",
     ])
     .unwrap();
-    check_common(&r, "cpu", 3);
+    check_common(&r, "cpu", 3, [11, 9]);
     assert_eq!(r["iters"], 3);
     // Nothing on a GPU.
     assert_eq!(r["gpu_kernels"], 0, "{r}");
@@ -94,12 +96,11 @@ fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
         "--backend",
         "gpu",
         "--profile",
-        "--size",
-        "11x9",
     ]) else {
         return;
     };
-    check_common(&r, "gpu", 2);
+    // A fixed-size model needs no --size; the report gives the size it ran at.
+    check_common(&r, "gpu", 2, [7, 7]);
     let kernels = r["kernels"]
         .as_array()
         .expect("--profile lists the kernels");
@@ -170,6 +171,8 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
         v
     };
     let bench = |model: &str, extra: &[&str]| bench_on("cpu", model, extra);
+    let mut bad_backend = bench(&head, &[]);
+    bad_backend[4] = "tpu".into();
     let cases: Vec<(Vec<String>, &str)> = vec![
         // Models: missing, not ONNX, cut short, an op the GPU plan does not run.
         (embed(&s(file("none.onnx")), &x, "cpu"), "none.onnx"),
@@ -197,7 +200,7 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
         (bench(&head, &["--size", "0x9"]), "not a positive integer"),
         (bench(&head, &["--batch", "0"]), "--batch"),
         (bench(&head, &["--iters", "0"]), "--iters"),
-        (bench(&head, &["--backend", "tpu"]), "tpu"),
+        (bad_backend, "tpu"),
     ];
     for (args, needle) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -78,11 +78,7 @@ impl Fixture {
             self.public.to_str().unwrap(),
             "--json",
         ];
-        // A killed deploy leaves its staging folder behind: keep it inside the fixture, which
-        // is removed when the test ends, not in the machine's /tmp.
-        let tmp = self.dir.path().to_str().unwrap();
-        let mut env = vec![("TMPDIR", tmp)];
-        env.extend(fault.map(|f| ("FLASH_FAULT_AT", f)));
+        let env: Vec<(&str, &str)> = fault.map(|f| ("FLASH_FAULT_AT", f)).into_iter().collect();
         let out = flash(&args, &env);
         if out.status.signal() == Some(libc_sigabrt()) {
             assert!(fault.is_some(), "killed without a fault:\n{}", text(&out));

@@ -32,8 +32,13 @@ pub fn flash_bin() -> PathBuf {
 
 /// Runs `flash` with `args` and extra environment.
 pub fn flash(args: &[&str], env: &[(&str, &str)]) -> Output {
+    // A run killed by a fault leaves its staging folder behind: each run gets a temporary
+    // folder of its own, removed once it has exited.
+    let tmp = tempfile::tempdir().expect("a temporary folder");
     let mut cmd = Command::new(flash_bin());
-    cmd.args(args).env_remove("FLASH_FAULT_AT");
+    cmd.args(args)
+        .env_remove("FLASH_FAULT_AT")
+        .env("TMPDIR", tmp.path());
     for (k, v) in env {
         cmd.env(k, v);
     }
