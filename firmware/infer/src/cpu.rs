@@ -11,6 +11,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::InferError;
+use crate::guard::catch_tract_panic;
 
 pub(crate) struct CpuModel {
     onnx: tract_onnx::model::Onnx,
@@ -107,6 +108,17 @@ impl CpuModel {
 
     /// Runs `batch` samples; writes the first output, which must hold `out.len()` values.
     pub fn run(&mut self, batch: usize, input: &[f32], out: &mut [f32]) -> Result<(), InferError> {
+        catch_tract_panic("running the model on the CPU", || {
+            self.run_unguarded(batch, input, out)
+        })
+    }
+
+    fn run_unguarded(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), InferError> {
         let plan = self.plan(batch)?;
         let mut shape = vec![batch];
         shape.extend(&self.inner);

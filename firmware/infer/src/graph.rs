@@ -292,6 +292,42 @@ fn attr_s(node: &pb::NodeProto, name: &str) -> Option<String> {
     attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
+/// The largest axis index (or count of axes) an attribute may name: far beyond any tensor's
+/// rank here.
+const MAX_AXIS: i64 = 64;
+/// The largest kernel size, stride, dilation or padding an attribute may give.
+const MAX_WINDOW: i64 = 1 << 16;
+
+/// Refuses attribute values no valid model has, before tract sees them: tract 0.23 loops
+/// (practically) forever on a LayerNormalization `axis` of -917505, and panics on a stride
+/// of 0.
+pub(crate) fn check_attributes(graph: &pb::GraphProto) -> Result<(), InferError> {
+    for node in &graph.node {
+        for a in &node.attribute {
+            let values = || std::iter::once(a.i).chain(a.ints.iter().copied());
+            let bad = match a.name.as_str() {
+                "axis" | "axes" => values().find(|v| v.abs() > MAX_AXIS),
+                "kernel_shape" | "strides" | "dilations" => a
+                    .ints
+                    .iter()
+                    .copied()
+                    .find(|v| !(1..=MAX_WINDOW).contains(v)),
+                "group" => (a.i < 1).then_some(a.i),
+                "pads" => values().find(|v| !(0..=MAX_WINDOW).contains(v)),
+                _ => None,
+            };
+            if let Some(v) = bad {
+                return Err(InferError::unsupported(
+                    &node.name,
+                    &node.op_type,
+                    format!("attribute {} = {v} is out of range", a.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Numpy broadcasting of two shapes, right-aligned.
 fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());

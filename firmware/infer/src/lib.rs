@@ -14,6 +14,7 @@ mod error;
 mod frame;
 mod gpu;
 mod graph;
+mod guard;
 
 use std::fmt;
 use std::path::Path;
@@ -222,8 +223,19 @@ pub fn pack_signs(values: &[f32], dim: usize, out: &mut [u8]) {
     }
 }
 
+/// The most values a tensor of the model may hold for one sample (1 GiB of float32): far beyond
+/// any backbone's, and a bound that turns a malformed model's absurd shapes (huge padding) into
+/// an error at load instead of an allocation that fails or a run that never ends.
+const MAX_TENSOR_VALUES: usize = 1 << 28;
+
 impl Model {
+    /// Loads the model at `path` for `opts.backend`. A file that is not a model, or a model the
+    /// backend cannot run, is an error naming the problem (never a panic).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, InferError> {
+        guard::catch_tract_panic("loading the model", || Self::load_unguarded(path, opts))
+    }
+
+    fn load_unguarded(path: &Path, opts: &LoadOptions) -> Result<Self, InferError> {
         let load_err = |message: String| InferError::Load {
             path: path.to_owned(),
             message,
@@ -241,11 +253,28 @@ impl Model {
             .ok_or_else(|| load_err("no graph".into()))?;
         let spec = graph::input_spec(graph, opts.input_hw)?;
         let max_batch = spec.fixed_batch.unwrap_or(opts.max_batch);
+        graph::check_attributes(graph)?;
 
         // tract checks the whole model and infers the output shape (batch 1).
         let typed = cpu::inference_model(&onnx, &proto, Some(1), &spec.inner)?
             .into_typed()
             .map_err(tract_err)?;
+        for node in typed.nodes() {
+            for output in &node.outputs {
+                let values = output.fact.shape.iter().try_fold(1usize, |n, d| {
+                    d.to_usize().ok().and_then(|d| n.checked_mul(d))
+                });
+                if values.is_none_or(|v| v > MAX_TENSOR_VALUES) {
+                    return Err(InferError::Tract(format!(
+                        "node {} ({}) outputs a tensor of shape {:?}: more than {MAX_TENSOR_VALUES} \
+                         values a sample",
+                        node.name,
+                        node.op.name(),
+                        output.fact.shape
+                    )));
+                }
+            }
+        }
         let fact = typed.output_fact(0).map_err(tract_err)?;
         let tract_out: Vec<usize> = fact
             .shape
