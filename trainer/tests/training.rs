@@ -234,6 +234,47 @@ fn a_second_run_into_the_same_directory_is_refused() {
 }
 
 #[test]
+fn settings_that_cannot_train_or_make_a_gallery_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (extra, needle) in [
+        (
+            &["--embedding-dim", "0"][..],
+            "--embedding-dim must be a multiple of 8",
+        ),
+        (&["--embedding-dim", "40"], "got 40"),
+        (&["--embedding-dim", "100"], "got 100"),
+        (&["--embedding-dim", "8192"], "from 64 to 4096"),
+        (&["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+        (&["--lr=-0.1"], "--lr must be positive"),
+        (&["--weight-decay=-1"], "--weight-decay must be at least 0"),
+        (
+            &["--proxy-lr-multiplier", "NaN"],
+            "--proxy-lr-multiplier must be",
+        ),
+        (&["--temperature", "0"], "--temperature must be positive"),
+        (&["--class-fraction", "0"], "--class-fraction"),
+        (&["--epochs", "0"], "--epochs"),
+        (&["--image-size", "64", "--resize", "32"], "--resize (32)"),
+        (&["--batch", "4", "--devices", "5"], "--devices"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(["train", "--data", "fashion-mnist", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?} trained");
+        assert!(
+            stderr.contains(needle),
+            "{extra:?}: expected {needle:?} in {stderr}"
+        );
+        assert!(!out.exists(), "{extra:?} made the run directory");
+    }
+}
+
+#[test]
 fn frozen_batch_norm_uses_running_statistics_and_does_not_learn() {
     let _turn = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::burn::module::Module;
