@@ -4,22 +4,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli::{fails_with, lookupd, ok};
-use npyz::WriterBuilder;
+use common::cli::{fails_with, lookupd, ok, write_npy};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-fn write_u8(path: &Path, rows: u64, cols: u64, data: &[u8]) {
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[rows, cols])
-        .writer(std::io::BufWriter::new(
-            std::fs::File::create(path).unwrap(),
-        ))
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-}
 
 fn read_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
     let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
@@ -46,8 +32,8 @@ fn setup() -> Setup {
     let mut rng = StdRng::seed_from_u64(42);
     let codes: Vec<u8> = (0..300 * 32).map(|_| rng.random()).collect();
     let s = Setup { dir, codes };
-    write_u8(&s.p("codes.npy"), 300, 32, &s.codes);
-    write_u8(&s.p("queries.npy"), 4, 32, &s.codes[..4 * 32]);
+    write_npy(&s.p("codes.npy"), &[300, 32], &s.codes);
+    write_npy(&s.p("queries.npy"), &[4, 32], &s.codes[..4 * 32]);
     npyz::to_file_1d(s.p("ids.npy"), (0..300u64).map(|r| 1000 + 3 * r)).unwrap();
     ok(&[
         "gallery",
@@ -215,9 +201,9 @@ fn bad_inputs_get_clear_errors() {
     npyz::to_file_1d(s.p("floats.npy"), [1.0f32, 2.0]).unwrap();
     std::fs::write(s.p("junk.npy"), b"junk").unwrap();
     // 5 bytes = 40 bits: a width the gallery cannot hold.
-    write_u8(&s.p("narrow.npy"), 2, 5, &[0; 10]);
+    write_npy(&s.p("narrow.npy"), &[2, 5], &[0u8; 10]);
     npyz::to_file_1d(s.p("few_ids.npy"), [1u64, 2]).unwrap();
-    write_u8(&s.p("q16.npy"), 1, 16, &[0; 16]);
+    write_npy(&s.p("q16.npy"), &[1, 16], &[0u8; 16]);
     for (words, needle) in [
         ("gallery info nope.gal", "nope.gal"),
         ("gallery info codes.npy", "not a gallery file"),

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli::{fails_with, lookupd, ok};
+use common::cli::{fails_with, lookupd, ok, write_npy};
 
 /// infer's test model `name`.
 fn model(name: &str) -> String {
@@ -122,20 +122,6 @@ fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
     assert!(total >= activations + constants, "{r}");
 }
 
-fn write_f32(path: &Path, shape: &[u64], data: &[f32]) {
-    use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::io::BufWriter::new(
-            std::fs::File::create(path).unwrap(),
-        ))
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-}
-
 #[test]
 fn bad_models_inputs_and_arguments_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,9 +131,9 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
     std::fs::write(file("junk.onnx"), b"not a model").unwrap();
     let bytes = std::fs::read(&head).unwrap();
     std::fs::write(file("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    write_f32(&file("x.npy"), &[2, 3, 11, 9], &[0.5; 2 * 3 * 11 * 9]);
-    write_f32(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5; 3 * 12 * 9]);
-    write_f32(&file("flat.npy"), &[4], &[0.5; 4]);
+    write_npy(&file("x.npy"), &[2, 3, 11, 9], &[0.5; 2 * 3 * 11 * 9]);
+    write_npy(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5; 3 * 12 * 9]);
+    write_npy(&file("flat.npy"), &[4], &[0.5; 4]);
     npyz::to_file_1d(file("ints.npy"), [1i64, 2, 3]).unwrap();
     let (x, out) = (s(file("x.npy")), s(file("y.npy")));
     let embed = |model: &str, input: &str, backend: &str| {

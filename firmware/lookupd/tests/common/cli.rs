@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn lookupd(args: &[&str]) -> Output {
@@ -49,4 +50,19 @@ pub fn fails_with(args: &[&str], needle: &str) {
         err.contains(needle),
         "lookupd {args:?}: expected {needle:?} in: {err}"
     );
+}
+
+/// Writes `data` as an .npy array of `shape` (the commands' inputs).
+pub fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap(),
+        ))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
 }
