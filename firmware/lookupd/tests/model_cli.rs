@@ -131,9 +131,9 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
     std::fs::write(file("junk.onnx"), b"not a model").unwrap();
     let bytes = std::fs::read(&head).unwrap();
     std::fs::write(file("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    write_npy(&file("x.npy"), &[2, 3, 11, 9], &[0.5; 2 * 3 * 11 * 9]);
-    write_npy(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5; 3 * 12 * 9]);
-    write_npy(&file("flat.npy"), &[4], &[0.5; 4]);
+    write_npy(&file("x.npy"), &[2, 3, 11, 9], &[0.5f32; 2 * 3 * 11 * 9]);
+    write_npy(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5f32; 3 * 12 * 9]);
+    write_npy(&file("flat.npy"), &[4], &[0.5f32; 4]);
     npyz::to_file_1d(file("ints.npy"), [1i64, 2, 3]).unwrap();
     let (x, out) = (s(file("x.npy")), s(file("y.npy")));
     let embed = |model: &str, input: &str, backend: &str| {
