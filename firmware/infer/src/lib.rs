@@ -261,9 +261,17 @@ impl Model {
             .map_err(tract_err)?;
         for node in typed.nodes() {
             for output in &node.outputs {
-                let values = output.fact.shape.iter().try_fold(1usize, |n, d| {
-                    d.to_usize().ok().and_then(|d| n.checked_mul(d))
-                });
+                // A size that depends on the data (not known here) is left to the run.
+                let Ok(dims) = output
+                    .fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_usize())
+                    .collect::<Result<Vec<_>, _>>()
+                else {
+                    continue;
+                };
+                let values = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
                 if values.is_none_or(|v| v > MAX_TENSOR_VALUES) {
                     return Err(InferError::Tract(format!(
                         "node {} ({}) outputs a tensor of shape {:?}: more than {MAX_TENSOR_VALUES} \
