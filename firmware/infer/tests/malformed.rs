@@ -6,25 +6,19 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::model_path;
-use infer::{Backend, LoadOptions, Model};
+use common::{load, model_path};
+use infer::Backend;
 use prost::Message;
 use tract_onnx::pb;
 
-/// The test model `name` with `edit` applied, written into `dir`.
+/// The test model `name` with `edit` applied, written into `dir` (over the last one made of it).
 fn mutated(dir: &tempfile::TempDir, name: &str, edit: impl FnOnce(&mut pb::ModelProto)) -> PathBuf {
     let bytes = std::fs::read(model_path(name)).unwrap();
     let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
     edit(&mut model);
-    let path = dir.path().join(format!("{name}-{}.onnx", unique()));
+    let path = dir.path().join(format!("{name}.onnx"));
     std::fs::write(&path, model.encode_to_vec()).unwrap();
     path
-}
-
-fn unique() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 fn attribute<'a>(m: &'a mut pb::ModelProto, node: &str, name: &str) -> &'a mut pb::AttributeProto {
@@ -34,11 +28,7 @@ fn attribute<'a>(m: &'a mut pb::ModelProto, node: &str, name: &str) -> &'a mut p
 }
 
 fn load_err(path: &Path) -> String {
-    let opts = LoadOptions {
-        backend: Backend::Cpu,
-        ..LoadOptions::default()
-    };
-    match Model::load(path, &opts) {
+    match load(path, Backend::Cpu, 1) {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => e.to_string(),
     }
@@ -108,10 +98,5 @@ fn a_panic_inside_tract_is_an_error() {
         &["loading the model failed", "tract stopped"],
     );
     // The guard leaves later loads and their errors as they were.
-    let good = model_path("embedding_head");
-    let opts = LoadOptions {
-        backend: Backend::Cpu,
-        ..LoadOptions::default()
-    };
-    Model::load(&good, &opts).unwrap();
+    load(&model_path("embedding_head"), Backend::Cpu, 1).unwrap();
 }
