@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
+use crate::data::DataSpec;
 use crate::loss::DEFAULT_TEMPERATURE;
 use crate::model::BackboneKind;
 
@@ -69,5 +71,75 @@ impl TrainConfig {
 
     pub fn default_temperature() -> f64 {
         DEFAULT_TEMPERATURE
+    }
+
+    /// Refuses settings that could never train or make a gallery, before any data is read.
+    /// Messages name the settings by their `trainer train` flags; a run's config.toml holds
+    /// the same names with underscores.
+    pub fn check(&self) -> Result<()> {
+        self.data.parse::<DataSpec>()?;
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.steps_per_epoch == Some(0) || self.lr_step == 0 {
+            bail!("--steps-per-epoch and --lr-step must be at least 1");
+        }
+        if !(self.class_fraction > 0.0 && self.class_fraction <= 1.0) {
+            bail!(
+                "--class-fraction must be in (0, 1], got {}",
+                self.class_fraction
+            );
+        }
+        if self.image_size == 0 || self.resize < self.image_size {
+            bail!(
+                "--resize ({}) must be at least --image-size ({}), which must be positive",
+                self.resize,
+                self.image_size
+            );
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            bail!("--temperature must be positive, got {}", self.temperature);
+        }
+        // The codes go into a gallery: its widths are whole bytes within its bounds.
+        let (min_bits, max_bits) = (
+            gallery::MIN_CODE_BITS as usize,
+            gallery::MAX_CODE_BITS as usize,
+        );
+        let dim = self.embedding_dim;
+        if !(min_bits..=max_bits).contains(&dim) || !dim.is_multiple_of(8) {
+            bail!(
+                "--embedding-dim must be a multiple of 8 from {min_bits} to {max_bits} (the code \
+                 widths a gallery holds), got {dim}"
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("--momentum must be in [0, 1), got {}", self.momentum);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be positive, got {}", self.lr);
+        }
+        for (flag, value) in [
+            ("--weight-decay", self.weight_decay),
+            ("--proxy-lr-multiplier", self.proxy_lr_multiplier),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                bail!("{flag} must be at least 0, got {value}");
+            }
+        }
+        if self.images_per_class == 0 || !self.batch.is_multiple_of(self.images_per_class) {
+            bail!(
+                "--batch ({}) must be a positive multiple of --images-per-class ({})",
+                self.batch,
+                self.images_per_class
+            );
+        }
+        if self.devices == 0 || self.devices > self.batch {
+            bail!(
+                "--devices must be between 1 and --batch ({}), got {}",
+                self.batch,
+                self.devices
+            );
+        }
+        Ok(())
     }
 }

@@ -240,66 +240,13 @@ impl TrainArgs {
         let data = self.data.clone().context("--data is required")?;
         let spec: DataSpec = data.parse()?;
         let (recipe_lr, recipe_ipc) = TrainConfig::recipe_for(spec.kind.name());
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&self.class_fraction) || self.class_fraction == 0.0 {
-            bail!(
-                "--class-fraction must be in (0, 1], got {}",
-                self.class_fraction
-            );
-        }
-        if self.image_size == 0 || self.resize < self.image_size {
-            bail!(
-                "--resize ({}) must be at least --image-size ({}), which must be positive",
-                self.resize,
-                self.image_size
-            );
-        }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            bail!("--temperature must be positive");
-        }
-        // The codes go into a gallery: its widths are whole bytes within its bounds.
-        let embedding_dim = self.embedding_dim.unwrap_or(self.backbone.features());
-        let (min_bits, max_bits) = (
-            gallery::MIN_CODE_BITS as usize,
-            gallery::MAX_CODE_BITS as usize,
-        );
-        if !(min_bits..=max_bits).contains(&embedding_dim) || !embedding_dim.is_multiple_of(8) {
-            bail!(
-                "--embedding-dim must be a multiple of 8 from {min_bits} to {max_bits} (the code \
-                 widths a gallery holds), got {embedding_dim}"
-            );
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            bail!("--momentum must be in [0, 1), got {}", self.momentum);
-        }
-        let lr = self.lr.unwrap_or(recipe_lr);
-        if !(lr > 0.0 && lr.is_finite()) {
-            bail!("--lr must be positive, got {lr}");
-        }
-        for (flag, value) in [
-            ("--weight-decay", self.weight_decay),
-            ("--proxy-lr-multiplier", self.proxy_lr_multiplier),
-        ] {
-            if !(value >= 0.0 && value.is_finite()) {
-                bail!("{flag} must be at least 0, got {value}");
-            }
-        }
-        if self.devices == 0 || self.devices > self.batch {
-            bail!(
-                "--devices must be between 1 and --batch ({}), got {}",
-                self.batch,
-                self.devices
-            );
-        }
-        Ok(TrainConfig {
+        let config = TrainConfig {
             data,
             split: self.split.clone(),
             backbone: self.backbone,
             weights: self.weights.clone(),
             random_init: self.random_init,
-            embedding_dim,
+            embedding_dim: self.embedding_dim.unwrap_or(self.backbone.features()),
             temperature: self.temperature,
             proxy_lr_multiplier: self.proxy_lr_multiplier,
             class_fraction: self.class_fraction,
@@ -308,8 +255,8 @@ impl TrainArgs {
             epochs: self.epochs,
             steps_per_epoch: self.steps_per_epoch,
             warmup_epochs: self.warmup_epochs,
-            lr,
-            lr_step: self.lr_step.unwrap_or(self.epochs.div_ceil(2)).max(1),
+            lr: self.lr.unwrap_or(recipe_lr),
+            lr_step: self.lr_step.unwrap_or(self.epochs.div_ceil(2).max(1)),
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             freeze_bn: self.freeze_bn,
@@ -319,7 +266,9 @@ impl TrainArgs {
             backend: self.backend,
             devices: self.devices,
             eval_each_epoch: !self.no_eval,
-        })
+        };
+        config.check()?;
+        Ok(config)
     }
 }
 

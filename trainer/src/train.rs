@@ -355,23 +355,36 @@ pub fn steps_per_epoch(config: &TrainConfig, train_images: usize) -> usize {
 
 /// A fresh run: writes the config and trains all epochs.
 pub fn train_new(config: TrainConfig, run: &Path) -> Result<()> {
+    config.check()?;
     if run.join(CONFIG_FILE).exists() {
         bail!(
             "{} already holds a run: pick another --out, or continue it with --resume",
             run.display()
         );
     }
+    run_epochs(&config, run, None)
+}
+
+/// Writes a fresh run's config and empty metrics, once everything it needs has loaded: a
+/// missing dataset or weights leaves no half-made run behind.
+fn start_run(config: &TrainConfig, run: &Path) -> Result<()> {
     fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
-    let text = toml::to_string_pretty(&config).context("serialising the configuration")?;
+    let text = toml::to_string_pretty(config).context("serialising the configuration")?;
     fs::write(run.join(CONFIG_FILE), text)
         .with_context(|| format!("writing {}", run.join(CONFIG_FILE).display()))?;
-    fs::write(run.join(METRICS_FILE), "")?;
-    run_epochs(&config, run, None)
+    fs::write(run.join(METRICS_FILE), "")
+        .with_context(|| format!("writing {}", run.join(METRICS_FILE).display()))
 }
 
 /// Continues a run after its last complete checkpoint.
 pub fn resume(run: &Path) -> Result<()> {
     let config = read_config(run)?;
+    config.check().with_context(|| {
+        format!(
+            "{}: a setting cannot train (its flag is named)",
+            run.join(CONFIG_FILE).display()
+        )
+    })?;
     let last = last_checkpoint(run)?;
     if last.is_some_and(|epoch| epoch + 1 >= config.epochs) {
         tracing::info!("{}: all {} epochs are done", run.display(), config.epochs);
@@ -381,6 +394,9 @@ pub fn resume(run: &Path) -> Result<()> {
 }
 
 fn run_epochs(config: &TrainConfig, run: &Path, resume_after: Option<usize>) -> Result<()> {
+    if config.warmup_epochs >= config.epochs {
+        tracing::warn!("every epoch is a warm-up epoch: only the head and the proxies train");
+    }
     let base_device = config.backend.device()?;
     let device = base_device.clone().autodiff();
     device.seed(config.seed);
@@ -417,14 +433,6 @@ fn run_epochs(config: &TrainConfig, run: &Path, resume_after: Option<usize>) -> 
     };
     let first_epoch = resume_after.map_or(0, |epoch| epoch + 1);
     let start_step = (first_epoch * steps) as u64;
-    if resume_after.is_some() {
-        truncate_metrics_after(run, start_step)?;
-    }
-    let mut metrics = fs::OpenOptions::new()
-        .append(true)
-        .open(run.join(METRICS_FILE))
-        .with_context(|| format!("opening {}", run.join(METRICS_FILE).display()))?;
-
     let preprocess = Preprocess::new(config.image_size, config.resize)?;
     let mut sampler =
         ClassBalancedSampler::new(&labels, config.batch, config.images_per_class, config.seed)?;
@@ -436,6 +444,15 @@ fn run_epochs(config: &TrainConfig, run: &Path, resume_after: Option<usize>) -> 
         config.seed,
         LoaderOptions::default(),
     )?;
+
+    match resume_after {
+        Some(_) => truncate_metrics_after(run, start_step)?,
+        None => start_run(config, run)?,
+    }
+    let mut metrics = fs::OpenOptions::new()
+        .append(true)
+        .open(run.join(METRICS_FILE))
+        .with_context(|| format!("opening {}", run.join(METRICS_FILE).display()))?;
     let total_steps = (config.epochs * steps) as u64;
     let progress = ProgressBar::new(total_steps).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps, epoch {msg} [{elapsed} < {eta}]")

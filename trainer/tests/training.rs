@@ -210,6 +210,20 @@ fn same_seed_same_run_and_resume_continues_where_it_stopped() {
         "the resumed run ends where the straight one does"
     );
     assert!(interrupted.join(train::PLOT_FILE).exists());
+
+    // A hand-edited config is checked like the flags, and the run it belongs to is kept.
+    let config = interrupted.join(train::CONFIG_FILE);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("momentum = 0.9", "momentum = 1.5")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["train", "--resume", interrupted.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("config.toml") && stderr.contains("--momentum must be in [0, 1)"));
+    assert_eq!(train::last_checkpoint(&interrupted).unwrap(), Some(2));
+    assert_eq!(step_losses(&interrupted), step_losses(&straight));
 }
 
 #[test]
@@ -256,7 +270,16 @@ fn settings_that_cannot_train_or_make_a_gallery_are_refused_before_training() {
         (&["--class-fraction", "0"], "--class-fraction"),
         (&["--epochs", "0"], "--epochs"),
         (&["--image-size", "64", "--resize", "32"], "--resize (32)"),
-        (&["--batch", "4", "--devices", "5"], "--devices"),
+        (
+            &["--batch", "4", "--images-per-class", "1", "--devices", "5"],
+            "--devices",
+        ),
+        (
+            &["--batch", "10", "--images-per-class", "4"],
+            "--batch (10) must be a positive multiple of --images-per-class (4)",
+        ),
+        (&["--lr-step", "0"], "--lr-step must be at least 1"),
+        (&["--steps-per-epoch", "0"], "--steps-per-epoch"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
             .args(["train", "--data", "fashion-mnist", "--out"])
@@ -272,6 +295,28 @@ fn settings_that_cannot_train_or_make_a_gallery_are_refused_before_training() {
         );
         assert!(!out.exists(), "{extra:?} made the run directory");
     }
+}
+
+#[test]
+fn a_run_whose_data_is_missing_leaves_no_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let missing = dir.path().join("no-such-dataset");
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["train", "--epochs", "1", "--random-init", "--data"])
+        .arg(format!("fashion-mnist:{}", missing.display()))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no-such-dataset"), "{stderr}");
+    assert!(
+        !out.exists(),
+        "a run that never started left {}",
+        out.display()
+    );
 }
 
 #[test]
