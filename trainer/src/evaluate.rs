@@ -133,7 +133,8 @@ pub fn dump(dir: &std::path::Path, embedded: &Embedded) -> Result<()> {
     Ok(())
 }
 
-fn write_npy<T: npyz::AutoSerialize + Copy>(
+/// Writes `values` as a C-order .npy array of `shape` (what numpy and faiss read).
+pub fn write_npy<T: npyz::AutoSerialize + Copy>(
     path: &std::path::Path,
     shape: &[u64],
     values: &[T],

@@ -15,26 +15,13 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use npyz::WriterBuilder;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use trainer::evaluate::write_npy;
 use trainer::metrics::{Protocol, Report, evaluate, normalized_mutual_info};
 
 const D: usize = 64;
 const NON_ZERO: usize = 16;
-
-fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::io::BufWriter::new(
-            std::fs::File::create(path).unwrap(),
-        ))
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-}
 
 /// Writes to stderr past the test harness's capture (which takes `eprintln!`), so that a skip
 /// and the numbers are seen in a passing run.
@@ -148,22 +135,25 @@ fn compare(
         &dir.path().join("embeddings.npy"),
         &[n as u64, D as u64],
         embeddings,
-    );
-    write_npy(&dir.path().join("labels.npy"), &[n as u64], labels);
+    )
+    .unwrap();
+    write_npy(&dir.path().join("labels.npy"), &[n as u64], labels).unwrap();
     let clusters = noisy_clusters(rng, labels);
-    write_npy(&dir.path().join("clusters.npy"), &[n as u64], &clusters);
+    write_npy(&dir.path().join("clusters.npy"), &[n as u64], &clusters).unwrap();
     if let Protocol::QueryGallery { queries, gallery } = protocol {
         let as_i64 = |v: &[usize]| v.iter().map(|&i| i as i64).collect::<Vec<_>>();
         write_npy(
             &dir.path().join("queries.npy"),
             &[queries.len() as u64],
             &as_i64(queries),
-        );
+        )
+        .unwrap();
         write_npy(
             &dir.path().join("gallery.npy"),
             &[gallery.len() as u64],
             &as_i64(gallery),
-        );
+        )
+        .unwrap();
     }
     let peer = run_peer(dir.path(), ks);
     let ours: Report = evaluate(embeddings, D, labels, ks, protocol).unwrap();
