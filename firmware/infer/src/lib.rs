@@ -482,6 +482,108 @@ impl Model {
         }
     }
 
+    /// Runs any number of samples (NCHW, contiguous; `input.len()` a whole number of them) in
+    /// batches of `max_batch` and writes the first output of each. On the GPU two batches are
+    /// in flight: the next batch's input is written and the last one's output read while the
+    /// GPU runs, so a stream of batches goes faster than the same batches run one by one. A
+    /// model exported for a fixed batch takes a multiple of it. The timings are the whole
+    /// call's: writing inputs, waiting for the GPU, reading outputs.
+    pub fn run_many(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<RunTimings, InferError> {
+        let per: usize = self.output_shape.iter().product();
+        let samples = self.check_many(input, per, output.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run_stream(self.max_batch, input, gpu::Output::Floats(output)),
+            Engine::Cpu(_) => self.cpu_batches(samples, input, |start, values| {
+                output[start * per..start * per + values.len()].copy_from_slice(values);
+            }),
+        }
+    }
+
+    /// [`Model::run_many`], writing the packed signs of the first output, as
+    /// [`Model::run_packed`] does: `dim / 8` bytes a sample.
+    pub fn run_many_packed(
+        &mut self,
+        input: &[f32],
+        codes: &mut [u8],
+    ) -> Result<RunTimings, InferError> {
+        let dim = self.packed_dim()?;
+        let samples = self.check_many(input, dim / 8, codes.len())?;
+        match &mut self.engine {
+            Engine::Gpu(p) => p.run_stream(self.max_batch, input, gpu::Output::Packed(codes)),
+            Engine::Cpu(_) => self.cpu_batches(samples, input, |start, values| {
+                let code = dim / 8;
+                let end = start * code + values.len() / 8;
+                pack_signs(values, dim, &mut codes[start * code..end]);
+            }),
+        }
+    }
+
+    /// `run_many` on the CPU: runs `samples` samples in batches of `max_batch` into the
+    /// scratch space and hands each batch's first output to `take(first sample, values)`.
+    fn cpu_batches(
+        &mut self,
+        samples: usize,
+        input: &[f32],
+        mut take: impl FnMut(usize, &[f32]),
+    ) -> Result<RunTimings, InferError> {
+        let Engine::Cpu(model) = &mut self.engine else {
+            unreachable!("called for the CPU engine only");
+        };
+        let t = std::time::Instant::now();
+        let in_len: usize = self.input_shape.iter().product();
+        let per: usize = self.output_shape.iter().product();
+        for start in (0..samples).step_by(self.max_batch) {
+            let rows = self.max_batch.min(samples - start);
+            let values = &mut self.scratch[..rows * per];
+            model.run(
+                rows,
+                &input[start * in_len..(start + rows) * in_len],
+                values,
+            )?;
+            take(start, values);
+        }
+        Ok(RunTimings {
+            run_ms: t.elapsed().as_secs_f64() * 1e3,
+            ..RunTimings::default()
+        })
+    }
+
+    /// The samples `input` holds, once it and the output space are checked for `run_many`.
+    fn check_many(
+        &self,
+        input: &[f32],
+        out_per_sample: usize,
+        out_len: usize,
+    ) -> Result<usize, InferError> {
+        let in_len: usize = self.input_shape.iter().product();
+        if input.is_empty() || !input.len().is_multiple_of(in_len) {
+            return Err(InferError::Input(format!(
+                "{} input values: not a whole number of samples of {:?}",
+                input.len(),
+                self.input_shape
+            )));
+        }
+        let samples = input.len() / in_len;
+        if let Some(b) = self.fixed_batch
+            && !samples.is_multiple_of(b)
+        {
+            return Err(InferError::Input(format!(
+                "{samples} samples: the model was exported for batch {b} only, so it takes a \
+                 multiple of {b}"
+            )));
+        }
+        if out_len != samples * out_per_sample {
+            return Err(InferError::Input(format!(
+                "output space of {out_len} for {samples} samples x {out_per_sample}"
+            )));
+        }
+        Ok(samples)
+    }
+
     /// Runs `batch` samples and writes the signs of the first output packed into bits
     /// (`pack_signs` order), `dim / 8` bytes per sample. On the GPU only the packed bits are
     /// read back.

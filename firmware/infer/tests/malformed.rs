@@ -4,22 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{load, model_path};
+use common::{load, model_path, mutated};
 use infer::Backend;
-use prost::Message;
 use tract_onnx::pb;
-
-/// The test model `name` with `edit` applied, written into `dir` (over the last one made of it).
-fn mutated(dir: &tempfile::TempDir, name: &str, edit: impl FnOnce(&mut pb::ModelProto)) -> PathBuf {
-    let bytes = std::fs::read(model_path(name)).unwrap();
-    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    edit(&mut model);
-    let path = dir.path().join(format!("{name}.onnx"));
-    std::fs::write(&path, model.encode_to_vec()).unwrap();
-    path
-}
 
 fn attribute<'a>(m: &'a mut pb::ModelProto, node: &str, name: &str) -> &'a mut pb::AttributeProto {
     let graph = m.graph.as_mut().unwrap();

@@ -6,7 +6,7 @@
 //! buffer, records every dispatch into one compute pass and one submit, and maps back only the
 //! output (or its packed signs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -220,7 +220,20 @@ impl Output<'_> {
             Output::Input(_) => OutputKind::Input,
         }
     }
+
+    /// The part for samples `start..start + rows`, `per` elements a sample.
+    fn rows(&mut self, start: usize, rows: usize, per: usize) -> Output<'_> {
+        let range = start * per..(start + rows) * per;
+        match self {
+            Output::Floats(out) => Output::Floats(&mut out[range]),
+            Output::Packed(out) => Output::Packed(&mut out[range]),
+            Output::Input(out) => Output::Input(&mut out[range]),
+        }
+    }
 }
+
+/// A stream's batch on the GPU: its submission, its run and its first sample.
+type InFlight = (wgpu::SubmissionIndex, RunKey, usize);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputKind {
@@ -235,6 +248,8 @@ enum OutputKind {
 struct RunKey {
     batch: usize,
     source: Source,
+    /// The staging set of a run of floats (see `Staging`); 0 for a frame.
+    staging: usize,
     output: OutputKind,
     /// Bumped whenever the frame buffers or the frame kernel's bind group are remade.
     frame_generation: u64,
@@ -311,6 +326,53 @@ fn remap(ctx: &GpuContext, buffer: &wgpu::Buffer, mapped: &mut bool) -> Result<(
     Ok(())
 }
 
+/// The host-visible buffers a run of floats goes through: the input is written into `upload`
+/// (kept mapped between runs) and the output read from `readback`. A plan has one set from
+/// load; a stream adds a second, so that one batch is copied in or out while the GPU runs
+/// another.
+#[derive(Debug)]
+struct Staging {
+    upload: wgpu::Buffer,
+    /// Whether `upload` is mapped for writing (false after a run that failed midway).
+    upload_mapped: bool,
+    readback: wgpu::Buffer,
+    readback_packed: Option<wgpu::Buffer>,
+}
+
+impl Staging {
+    fn new(device: &wgpu::Device, in_bytes: u64, out_bytes: u64, packed: Option<u64>) -> Self {
+        Staging {
+            upload: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("upload"),
+                size: in_bytes.max(16),
+                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            }),
+            upload_mapped: true,
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: out_bytes.max(16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            readback_packed: packed.map(|size| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback packed"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.upload.size()
+            + self.readback.size()
+            + self.readback_packed.as_ref().map_or(0, wgpu::Buffer::size)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct GpuPlan {
     ctx: GpuContext,
@@ -319,11 +381,9 @@ pub(crate) struct GpuPlan {
     input: wgpu::Buffer,
     output: wgpu::Buffer,
     packed: Option<wgpu::Buffer>,
-    upload: wgpu::Buffer,
-    /// Whether `upload` is mapped for writing (false after a run that failed midway).
-    upload_mapped: bool,
-    readback: wgpu::Buffer,
-    readback_packed: Option<wgpu::Buffer>,
+    /// Staging for runs of floats: the first set from load, the second made by the first
+    /// stream (see `Staging`).
+    staging: Vec<Staging>,
     in_len: usize,
     out_len: usize,
     words: usize,
@@ -992,26 +1052,12 @@ impl GpuPlan {
         let in_bytes = (in_len * 4 * max_batch) as u64;
         let out_bytes = (out_len * 4 * max_batch) as u64;
         // Mapped at creation; re-mapped by each run once the GPU has copied from it.
-        let upload = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("upload"),
-            size: in_bytes.max(16),
-            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: out_bytes.max(16),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let readback_packed = packed.as_ref().map(|p| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback packed"),
-                size: p.size(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        let staging = Staging::new(
+            device,
+            in_bytes,
+            out_bytes,
+            packed.as_ref().map(wgpu::Buffer::size),
+        );
         let profiler = ctx.timestamps.then(|| {
             // Room for the frame kernel and the pack kernel.
             let count = 2 * (dispatches.len() as u32 + 2);
@@ -1042,9 +1088,8 @@ impl GpuPlan {
             + transposed.values().map(wgpu::Buffer::size).sum::<u64>()
             + consts.iter().map(wgpu::Buffer::size).sum::<u64>()
             + params.size()
-            + upload.size()
-            + readback.size()
-            + packed.as_ref().map_or(0, |p| 2 * p.size());
+            + staging.bytes()
+            + packed.as_ref().map_or(0, wgpu::Buffer::size);
         let memory = crate::PlanMemory {
             total: bytes,
             activations: sizes.iter().sum(),
@@ -1078,10 +1123,7 @@ impl GpuPlan {
             input,
             output,
             packed,
-            upload,
-            upload_mapped: true,
-            readback,
-            readback_packed,
+            staging: vec![staging],
             in_len,
             out_len,
             words,
@@ -1130,29 +1172,164 @@ impl GpuPlan {
                 self.max_batch
             )));
         }
-        let in_bytes = (batch * self.in_len * 4) as u64;
         let t0 = Instant::now();
-        remap(&self.ctx, &self.upload, &mut self.upload_mapped)?;
+        let source = self.write_floats(0, input)?;
+        let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.execute(batch, source, 0, output, profile, upload_ms)
+    }
+
+    /// Runs the samples of `input` (NCHW floats, whole samples) in batches of `batch`, the last
+    /// one smaller where they do not divide, with two batches in flight: while the GPU runs
+    /// one, the CPU writes the next into the other staging set and reads the one before back.
+    /// The wall time splits into `upload_ms` (writing inputs), `readback_ms` (reading outputs)
+    /// and `run_ms` (the rest: waiting for the GPU). The second staging set is made by the
+    /// first stream and kept.
+    pub fn run_stream(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        mut output: Output<'_>,
+    ) -> Result<RunTimings, InferError> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(InferError::Input(format!(
+                "batch {batch}: the plan was built for 1 to {}",
+                self.max_batch
+            )));
+        }
+        if self.staging.len() < 2 {
+            let first = &self.staging[0];
+            let second = Staging::new(
+                &self.ctx.device,
+                first.upload.size(),
+                first.readback.size(),
+                first.readback_packed.as_ref().map(wgpu::Buffer::size),
+            );
+            self.bytes += second.bytes();
+            self.memory.total += second.bytes();
+            self.staging.push(second);
+        }
+        let t0 = Instant::now();
+        let mut timings = RunTimings::default();
+        let mut in_flight = VecDeque::with_capacity(2);
+        let streamed = self.stream_batches(batch, input, &mut output, &mut in_flight, &mut timings);
+        if streamed.is_err() {
+            self.settle(&mut in_flight);
+        }
+        streamed?;
+        timings.run_ms = t0.elapsed().as_secs_f64() * 1e3 - timings.upload_ms - timings.readback_ms;
+        Ok(timings)
+    }
+
+    fn stream_batches(
+        &mut self,
+        batch: usize,
+        input: &[f32],
+        output: &mut Output<'_>,
+        in_flight: &mut VecDeque<InFlight>,
+        timings: &mut RunTimings,
+    ) -> Result<(), InferError> {
+        let per = match output.kind() {
+            OutputKind::Floats => self.out_len,
+            OutputKind::Packed => self.out_len / 8,
+            OutputKind::Input => self.in_len,
+        };
+        let samples = input.len() / self.in_len;
+        for (i, start) in (0..samples).step_by(batch).enumerate() {
+            let rows = batch.min(samples - start);
+            let set = i % 2;
+            // The batch before last used this staging set: read it back first.
+            if in_flight.len() == 2 {
+                self.finish_oldest(in_flight, output, per, timings)?;
+            }
+            let t = Instant::now();
+            let source = self.write_floats(
+                set,
+                &input[start * self.in_len..(start + rows) * self.in_len],
+            )?;
+            timings.upload_ms += t.elapsed().as_secs_f64() * 1e3;
+            let key = RunKey {
+                batch: rows,
+                source,
+                staging: set,
+                output: output.kind(),
+                frame_generation: self.frame_generation,
+            };
+            let commands = self.record(key, false)?;
+            let index = self.ctx.queue.submit([commands]);
+            let (upload, _, dst, out_bytes) = self.run_buffers(key)?;
+            dst.map_async(wgpu::MapMode::Read, 0..out_bytes, |_| ());
+            upload.map_async(wgpu::MapMode::Write, .., |_| ());
+            in_flight.push_back((index, key, start));
+        }
+        while !in_flight.is_empty() {
+            self.finish_oldest(in_flight, output, per, timings)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight (not for the one after it) and reads it back.
+    fn finish_oldest(
+        &mut self,
+        in_flight: &mut VecDeque<InFlight>,
+        output: &mut Output<'_>,
+        per: usize,
+        timings: &mut RunTimings,
+    ) -> Result<(), InferError> {
+        let Some((index, key, start)) = in_flight.front().cloned() else {
+            return Ok(());
+        };
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| InferError::Gpu {
+                during: "waiting for the GPU",
+                message: e.to_string(),
+            })?;
+        self.staging[key.staging].upload_mapped = true;
+        self.ctx.check("running the plan")?;
+        let t = Instant::now();
+        self.read_back(key, output.rows(start, key.batch, per))?;
+        timings.readback_ms += t.elapsed().as_secs_f64() * 1e3;
+        in_flight.pop_front();
+        Ok(())
+    }
+
+    /// After a stream failed: waits for what it submitted and unmaps its read-back buffers,
+    /// so that the next run finds every buffer as a run leaves it. The errors this raises
+    /// (a buffer whose mapping failed) belong to the failed stream and are dropped.
+    fn settle(&mut self, in_flight: &mut VecDeque<InFlight>) {
+        let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        for (_, key, _) in in_flight.drain(..) {
+            if let Ok((_, _, dst, _)) = self.run_buffers(key) {
+                dst.unmap();
+            }
+            self.staging[key.staging].upload_mapped = true;
+        }
+        let _ = self.ctx.check("settling a failed stream");
+    }
+
+    /// Writes NCHW floats into staging set `set`'s upload buffer and unmaps it for the copy.
+    fn write_floats(&mut self, set: usize, input: &[f32]) -> Result<Source, InferError> {
+        let staging = &mut self.staging[set];
+        let bytes = std::mem::size_of_val(input) as u64;
+        remap(&self.ctx, &staging.upload, &mut staging.upload_mapped)?;
         {
             let mut view =
-                self.upload
-                    .get_mapped_range_mut(0..in_bytes)
+                staging
+                    .upload
+                    .get_mapped_range_mut(0..bytes)
                     .map_err(|e| InferError::Gpu {
                         during: "upload",
                         message: e.to_string(),
                     })?;
             copy_input(view.slice(..), bytemuck::cast_slice(input));
         }
-        self.upload.unmap();
-        self.upload_mapped = false;
-        let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
-        self.execute(
-            batch,
-            Source::Floats { bytes: in_bytes },
-            output,
-            profile,
-            upload_ms,
-        )
+        staging.upload.unmap();
+        staging.upload_mapped = false;
+        Ok(Source::Floats { bytes })
     }
 
     /// Preprocesses one packed RGB8 frame into the input (the frame kernel, in the same command
@@ -1188,6 +1365,7 @@ impl GpuPlan {
         self.execute(
             1,
             Source::Frame { bytes: words_bytes },
+            0,
             output,
             None,
             upload_ms,
@@ -1345,12 +1523,13 @@ impl GpuPlan {
                 Some(stage) => &stage.upload,
                 None => return Err(InferError::Input("no frame uploaded".into())),
             },
-            Source::Floats { .. } => &self.upload,
+            Source::Floats { .. } => &self.staging[key.staging].upload,
         };
+        let staging = &self.staging[key.staging];
         let batch = key.batch;
         let (src, dst, out_bytes) = match key.output {
             OutputKind::Packed => {
-                let (Some(p), Some(r)) = (&self.packed, &self.readback_packed) else {
+                let (Some(p), Some(r)) = (&self.packed, &staging.readback_packed) else {
                     return Err(InferError::Input(format!(
                         "the output has {} values, not a multiple of 8: it cannot be packed",
                         self.out_len
@@ -1360,7 +1539,7 @@ impl GpuPlan {
             }
             OutputKind::Floats => (
                 &self.output,
-                &self.readback,
+                &staging.readback,
                 (batch * self.out_len * 4) as u64,
             ),
             OutputKind::Input => {
@@ -1465,6 +1644,7 @@ impl GpuPlan {
         &mut self,
         batch: usize,
         source: Source,
+        staging: usize,
         output: Output<'_>,
         profile: Option<&mut Vec<KernelTime>>,
         upload_ms: f64,
@@ -1473,6 +1653,7 @@ impl GpuPlan {
         let key = RunKey {
             batch,
             source,
+            staging,
             output: output.kind(),
             frame_generation: self.frame_generation,
         };
@@ -1520,32 +1701,11 @@ impl GpuPlan {
                     stage.upload_mapped = true;
                 }
             }
-            Source::Floats { .. } => self.upload_mapped = true,
+            Source::Floats { .. } => self.staging[staging].upload_mapped = true,
         }
         self.ctx.check("running the plan")?;
         let t2 = Instant::now();
-        let (_, _, dst, out_bytes) = self.run_buffers(key)?;
-        let (code, stride) = (self.out_len / 8, self.words * 4);
-        {
-            let view = dst
-                .get_mapped_range(0..out_bytes)
-                .map_err(|e| InferError::Gpu {
-                    during: "read-back",
-                    message: e.to_string(),
-                })?;
-            match output {
-                Output::Floats(out) | Output::Input(out) => {
-                    out.copy_from_slice(bytemuck::cast_slice(&view));
-                }
-                Output::Packed(out) => {
-                    // The kernel writes whole 32-bit words per sample; the code is its first bytes.
-                    for (n, chunk) in out.chunks_exact_mut(code).enumerate() {
-                        chunk.copy_from_slice(&view[n * stride..n * stride + code]);
-                    }
-                }
-            }
-        }
-        dst.unmap();
+        self.read_back(key, output)?;
         if let (Some(prof), Some(times), Some(labels)) = (&self.profiler, profile, labels) {
             let view = prof
                 .readback
@@ -1573,6 +1733,33 @@ impl GpuPlan {
             run_ms: (t2 - t1).as_secs_f64() * 1e3,
             readback_ms: (t3 - t2).as_secs_f64() * 1e3,
         })
+    }
+
+    /// Copies a finished run's mapped read-back buffer into `output` and unmaps it.
+    fn read_back(&self, key: RunKey, output: Output<'_>) -> Result<(), InferError> {
+        let (_, _, dst, out_bytes) = self.run_buffers(key)?;
+        let (code, stride) = (self.out_len / 8, self.words * 4);
+        {
+            let view = dst
+                .get_mapped_range(0..out_bytes)
+                .map_err(|e| InferError::Gpu {
+                    during: "read-back",
+                    message: e.to_string(),
+                })?;
+            match output {
+                Output::Floats(out) | Output::Input(out) => {
+                    out.copy_from_slice(bytemuck::cast_slice(&view));
+                }
+                Output::Packed(out) => {
+                    // The kernel writes whole 32-bit words per sample; the code is its first bytes.
+                    for (n, chunk) in out.chunks_exact_mut(code).enumerate() {
+                        chunk.copy_from_slice(&view[n * stride..n * stride + code]);
+                    }
+                }
+            }
+        }
+        dst.unmap();
+        Ok(())
     }
 
     /// Preprocesses one frame and reads back the model input it wrote (checks and tools: the

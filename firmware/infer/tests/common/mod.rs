@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use infer::{Backend, GpuTuning, InferError, LoadOptions, Model};
+use prost::Message;
+use tract_onnx::pb;
 
 pub fn model_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,6 +15,20 @@ pub fn model_path(name: &str) -> PathBuf {
 }
 
 /// The shared fixtures directory (`../shared/fixtures` beside the repository).
+/// The test model `name` with `edit` applied, written into `dir` (over the last one made of it).
+pub fn mutated(
+    dir: &tempfile::TempDir,
+    name: &str,
+    edit: impl FnOnce(&mut pb::ModelProto),
+) -> PathBuf {
+    let bytes = std::fs::read(model_path(name)).unwrap();
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    edit(&mut model);
+    let path = dir.path().join(format!("{name}.onnx"));
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path
+}
+
 pub fn fixtures() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
     assert!(
