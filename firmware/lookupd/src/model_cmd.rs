@@ -22,10 +22,15 @@ pub struct EmbedArgs {
     /// Where to write the first output, float32 .npy.
     #[arg(long)]
     out: PathBuf,
+    /// Samples a run takes at most: a larger input runs in batches of this many, two in
+    /// flight on the GPU (GPU memory grows with it). A model exported for a fixed batch runs
+    /// at that batch instead.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
     /// auto (GPU when an adapter exists, else CPU), gpu or cpu.
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// Print the GPU time of each kernel (timestamp queries) to stderr.
+    /// Print the GPU time of each kernel of the first batch (timestamp queries) to stderr.
     #[arg(long)]
     profile: bool,
 }
@@ -44,6 +49,10 @@ pub struct BenchArgs {
     /// Timed runs after two warm-up runs.
     #[arg(long, default_value_t = 20)]
     iters: usize,
+    /// Also time streams of this many batches (`run_many`: two batches in flight, one copied
+    /// in or out while the GPU runs the other), as many streams as --iters; 0: none.
+    #[arg(long, default_value_t = 0)]
+    stream: usize,
     /// auto (GPU when an adapter exists, else CPU), gpu or cpu.
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -91,10 +100,16 @@ pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
     let batch = *shape
         .first()
         .with_context(|| format!("{}: a 0-d array has no batch", args.input.display()))?;
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if batch == 0 {
+        bail!("{}: shape {shape:?} holds no samples", args.input.display());
+    }
     let hw = (shape.len() == 4).then(|| (shape[2], shape[3]));
     let opts = LoadOptions {
         backend: args.backend,
-        max_batch: batch.max(1),
+        max_batch: batch.min(args.batch),
         input_hw: hw,
         profile: args.profile,
         ..LoadOptions::default()
@@ -116,12 +131,29 @@ pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
     tracing::info!(backend = %model.backend(), adapter = %model.adapter(), "model loaded");
     let per: usize = model.output_shape().iter().product();
     let mut out = vec![0.0f32; batch * per];
+    let in_len = data.len() / batch;
+    let mut done = 0;
     if args.profile {
+        let first = model.max_batch().min(batch);
         let mut kernels = Vec::new();
-        model.run_profiled(batch, &data, &mut out, &mut kernels)?;
+        model.run_profiled(
+            first,
+            &data[..first * in_len],
+            &mut out[..first * per],
+            &mut kernels,
+        )?;
         print_kernels(&kernels);
-    } else {
-        model.run(batch, &data, &mut out)?;
+        done = first;
+    }
+    if done < batch {
+        let timings = model.run_many(&data[done * in_len..], &mut out[done * per..])?;
+        tracing::info!(
+            samples = batch - done,
+            upload_ms = timings.upload_ms,
+            run_ms = timings.run_ms,
+            readback_ms = timings.readback_ms,
+            "embedded"
+        );
     }
     let mut out_shape = vec![batch];
     out_shape.extend(model.output_shape());
@@ -159,8 +191,19 @@ struct BenchReport {
     gpu_constant_bytes: u64,
     /// The activations if every tensor had its own buffer (for comparison with the plan's).
     gpu_unshared_activation_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kernels: Vec<KernelReport>,
+}
+
+/// Streams of batches (`--stream`): the throughput of a long input, the batches overlapping.
+#[derive(Debug, Serialize)]
+struct StreamReport {
+    batches: usize,
+    /// Median wall time of a stream, divided by its batches.
+    ms_per_batch: f64,
+    img_per_s: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -235,6 +278,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         pick(|s| s.readback_ms),
     );
     let ms = median(&mut walls);
+    let stream = (args.stream > 0)
+        .then(|| time_streams(&mut model, &input, &args))
+        .transpose()?;
     let mem = model.gpu_memory().unwrap_or_default();
     let report = BenchReport {
         model: args.model.display().to_string(),
@@ -259,6 +305,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         gpu_activation_bytes: mem.activations,
         gpu_constant_bytes: mem.constants,
         gpu_unshared_activation_bytes: mem.unshared_activations,
+        stream,
         kernels: kernel_names
             .into_iter()
             .zip(kernel_ms.iter_mut())
@@ -270,6 +317,33 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times `args.iters` streams of `args.stream` batches of `input` (one batch, repeated).
+fn time_streams(model: &mut Model, input: &[f32], args: &BenchArgs) -> Result<StreamReport> {
+    let samples = args.stream * args.batch;
+    let per: usize = model.output_shape().iter().product();
+    let long: Vec<f32> = input
+        .iter()
+        .copied()
+        .cycle()
+        .take(input.len() * args.stream)
+        .collect();
+    let mut out = vec![0.0f32; samples * per];
+    // One stream to warm up: it makes the second staging set.
+    model.run_many(&long, &mut out)?;
+    let mut walls = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        model.run_many(&long, &mut out)?;
+        walls.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let ms = median(&mut walls) / args.stream as f64;
+    Ok(StreamReport {
+        batches: args.stream,
+        ms_per_batch: ms,
+        img_per_s: args.batch as f64 * 1e3 / ms,
+    })
 }
 
 #[cfg(test)]
@@ -292,39 +366,44 @@ mod tests {
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
-    /// `embed` on the CPU writes what the library computes, with the batch first.
+    /// `embed` on the CPU writes what the library computes, with the batch first, whether the
+    /// input runs in one batch or in several (`--batch 2`: 2 + 2 + 1).
     #[test]
     fn embed_writes_the_first_output() {
         let model =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/models/embedding_head.onnx");
         let dir = tempfile::tempdir().unwrap();
         let (input, out) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
-        let x: Vec<f32> = (0..2 * 3 * 11 * 9)
+        let x: Vec<f32> = (0..5 * 3 * 11 * 9)
             .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
             .collect();
-        npy::write_f32_array(&input, &[2, 3, 11, 9], &x).unwrap();
-        embed(EmbedArgs {
-            model: model.clone(),
-            input,
-            out: out.clone(),
-            backend: Backend::Cpu,
-            profile: false,
-        })
-        .unwrap();
-        let (shape, y) = npy::read_f32_array(&out).unwrap();
-        assert_eq!(shape, [2, 64]);
+        npy::write_f32_array(&input, &[5, 3, 11, 9], &x).unwrap();
         let mut m = Model::load(
             &model,
             &LoadOptions {
                 backend: Backend::Cpu,
-                max_batch: 2,
+                max_batch: 5,
                 ..LoadOptions::default()
             },
         )
         .unwrap();
-        let mut want = vec![0.0; 128];
-        m.run(2, &x, &mut want).unwrap();
-        assert_eq!(y, want);
+        let mut want = vec![0.0; 5 * 64];
+        m.run(5, &x, &mut want).unwrap();
+        for batch in [32, 2] {
+            embed(EmbedArgs {
+                model: model.clone(),
+                input: input.clone(),
+                out: out.clone(),
+                batch,
+                backend: Backend::Cpu,
+                profile: false,
+            })
+            .unwrap();
+            let (shape, y) = npy::read_f32_array(&out).unwrap();
+            assert_eq!(shape, [5, 64]);
+            assert_eq!(y, want, "--batch {batch}");
+        }
+        let (_, y) = npy::read_f32_array(&out).unwrap();
         // Unit vectors: the model ends with L2 normalisation.
         let norm: f32 = y[..64].iter().map(|v| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");

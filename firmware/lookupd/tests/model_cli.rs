@@ -79,6 +79,7 @@ fn bench_model_reports_time_and_memory_on_the_cpu() {
     .unwrap();
     check_common(&r, "cpu", 3, [11, 9]);
     assert_eq!(r["iters"], 3);
+    assert!(r.get("stream").is_none(), "streams only with --stream: {r}");
     // Nothing on a GPU.
     assert_eq!(r["gpu_kernels"], 0, "{r}");
     assert_eq!(r["gpu_bytes"], 0, "{r}");
@@ -96,11 +97,21 @@ fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
         "--backend",
         "gpu",
         "--profile",
+        "--stream",
+        "3",
     ]) else {
         return;
     };
     // A fixed-size model needs no --size; the report gives the size it ran at.
     check_common(&r, "gpu", 2, [7, 7]);
+    let stream = &r["stream"];
+    assert_eq!(stream["batches"], 3, "{r}");
+    let ms = num(stream, "ms_per_batch");
+    assert!(ms > 0.0, "{r}");
+    assert!(
+        (num(stream, "img_per_s") - 2e3 / ms).abs() <= 1e-6 * 2e3 / ms,
+        "{r}"
+    );
     let kernels = r["kernels"]
         .as_array()
         .expect("--profile lists the kernels");
@@ -122,6 +133,62 @@ fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
     assert!(total >= activations + constants, "{r}");
 }
 
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    (npy.shape().to_vec(), npy.into_vec().unwrap())
+}
+
+/// An input longer than `--batch` runs in batches (two in flight on the GPU) and gives what
+/// one batch of it all gives.
+#[test]
+fn embed_runs_a_long_input_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let values: Vec<f32> = (0..5 * 3 * 11 * 9)
+        .map(|i| ((i * 29) % 23) as f32 / 11.0 - 1.0)
+        .collect();
+    write_npy(&x, &[5, 3, 11, 9], &values);
+    let embed = |backend: &str, batch: &str, out: &str| {
+        let out = dir.path().join(out);
+        let o = lookupd(&[
+            "embed",
+            "--model",
+            &model("embedding_head"),
+            "--input",
+            x.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--batch",
+            batch,
+        ]);
+        (o, out)
+    };
+    let (o, whole) = embed("cpu", "5", "whole.npy");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (shape, want) = read_npy(&whole);
+    assert_eq!(shape, [5, 64]);
+    let (o, batched) = embed("gpu", "2", "batched.npy");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success()
+        && stderr.contains("no GPU adapter")
+        && std::env::var("INFER_ALLOW_NO_GPU").as_deref() == Ok("1")
+    {
+        eprintln!("skipped without a GPU adapter");
+        return;
+    }
+    assert!(o.status.success(), "{stderr}");
+    let (shape, got) = read_npy(&batched);
+    assert_eq!(shape, [5, 64]);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-4, "GPU in batches of 2 against the CPU: {diff}");
+}
+
 #[test]
 fn bad_models_inputs_and_arguments_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +201,7 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
     write_npy(&file("x.npy"), &[2, 3, 11, 9], &[0.5f32; 2 * 3 * 11 * 9]);
     write_npy(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5f32; 3 * 12 * 9]);
     write_npy(&file("flat.npy"), &[4], &[0.5f32; 4]);
+    write_npy(&file("empty.npy"), &[0, 3, 11, 9], &[] as &[f32]);
     npyz::to_file_1d(file("ints.npy"), [1i64, 2, 3]).unwrap();
     let (x, out) = (s(file("x.npy")), s(file("y.npy")));
     let embed = |model: &str, input: &str, backend: &str| {
@@ -174,6 +242,14 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
         (embed(&head, &s(file("ints.npy")), "cpu"), "ints.npy"),
         (embed(&head, &s(file("x_other.npy")), "cpu"), "12 on axis 2"),
         (embed(&head, &s(file("flat.npy")), "cpu"), "flat.npy"),
+        (
+            embed(&head, &s(file("empty.npy")), "cpu"),
+            "holds no samples",
+        ),
+        (
+            [embed(&head, &x, "cpu"), vec!["--batch".into(), "0".into()]].concat(),
+            "--batch must be at least 1",
+        ),
         // Sizes: another than a fixed model's, one for a model without images, none for a
         // model that needs one, and malformed ones; batches and iterations of zero.
         (bench(&head, &["--size", "8x8"]), "fixed at (batch, 3x11x9)"),
