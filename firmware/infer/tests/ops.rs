@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_close, load, load_gpu, load_gpu_tuned, model_path, pseudo_random};
+use common::{
+    assert_close, cpu_and_gpu, load, load_gpu, load_gpu_tuned, model_path, pseudo_random,
+    sample_lens,
+};
 use infer::{Backend, GpuTuning, InferError, Model, PointwiseTiles};
 
 /// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
@@ -37,8 +40,7 @@ fn check_tuned(name: &str, tuning: GpuTuning) -> Vec<String> {
 
 /// Runs a batch of pseudo-random inputs on both backends and compares.
 fn compare(name: &str, cpu: &mut Model, gpu: &mut Model, batch: usize, seed: u64) {
-    let in_len: usize = cpu.input_shape().iter().product();
-    let out_len: usize = cpu.output_shape().iter().product();
+    let (in_len, out_len) = sample_lens(cpu);
     let x = pseudo_random(batch * in_len, seed);
     let mut want = vec![0.0; batch * out_len];
     let mut got = vec![f32::NAN; batch * out_len];
@@ -98,9 +100,7 @@ fn pointwise_convs_on_narrow_and_wide_tiles() {
 
 #[test]
 fn pointwise_convs_take_wide_tiles_where_the_batch_fills_the_gpu_with_them() {
-    let path = model_path("pointwise_tiles");
-    let mut cpu = load(&path, Backend::Cpu, 32).expect("tract loads the model");
-    let Some(mut gpu) = load_gpu(&path, 32) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("pointwise_tiles", 32) else {
         return;
     };
     // expand (72 outputs) and widen (66) have 4 wide tiles a sample, project (36) 2: at batch
@@ -154,9 +154,7 @@ fn pointwise_convs_split_over_their_inputs() {
 
 #[test]
 fn pointwise_convs_split_only_at_batches_too_small_to_fill_the_gpu() {
-    let path = model_path("pointwise_split");
-    let mut cpu = load(&path, Backend::Cpu, 128).expect("tract loads the model");
-    let Some(mut gpu) = load_gpu(&path, 128) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("pointwise_split", 128) else {
         return;
     };
     // The first conv has 5 tiles a sample, the second 1: each stops splitting once the batch
@@ -330,9 +328,7 @@ fn batch_beyond_the_loaded_maximum_is_refused() {
 /// own input's result.
 #[test]
 fn runs_in_a_row_each_give_their_own_inputs_result() {
-    let path = model_path("inverted_residual");
-    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
-    let Some(mut gpu) = load_gpu(&path, 3) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("inverted_residual", 3) else {
         return;
     };
     for (batch, seed) in [
@@ -349,13 +345,10 @@ fn runs_in_a_row_each_give_their_own_inputs_result() {
     }
     // Floats and packed codes alternating, on new inputs: each code is the signs of the
     // floats of its own input.
-    let path = model_path("embedding_head");
-    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
-    let Some(mut gpu) = load_gpu(&path, 3) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("embedding_head", 3) else {
         return;
     };
-    let in_len: usize = cpu.input_shape().iter().product();
-    let dim: usize = cpu.output_shape().iter().product();
+    let (in_len, dim) = sample_lens(&cpu);
     let mut codes = Vec::new();
     for seed in 10..14 {
         let x = pseudo_random(2 * in_len, seed);
@@ -377,9 +370,7 @@ fn runs_in_a_row_each_give_their_own_inputs_result() {
 /// Each bit of the GPU's packed code must equal the sign bit of tract's value, except for
 /// values within rounding noise of zero.
 fn check_packed(name: &str, dim: usize) {
-    let path = model_path(name);
-    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
-    let Some(mut gpu) = load_gpu(&path, 3) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu(name, 3) else {
         return;
     };
     let in_len: usize = cpu.input_shape().iter().product();

@@ -4,14 +4,15 @@
 
 mod common;
 
-use common::{assert_close, load, load_gpu, model_path, mutated, pseudo_random};
+use common::{
+    assert_close, cpu_and_gpu, load, load_gpu, model_path, mutated, pseudo_random, sample_lens,
+};
 use infer::{Backend, InferError, Model};
 use tract_onnx::pb;
 
 /// Each sample run alone on `model`.
 fn one_by_one(model: &mut Model, x: &[f32]) -> Vec<f32> {
-    let in_len: usize = model.input_shape().iter().product();
-    let per: usize = model.output_shape().iter().product();
+    let (in_len, per) = sample_lens(model);
     let mut out = vec![0.0; x.len() / in_len * per];
     for (xs, ys) in x.chunks(in_len).zip(out.chunks_mut(per)) {
         model.run(1, xs, ys).unwrap();
@@ -21,13 +22,10 @@ fn one_by_one(model: &mut Model, x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn every_sample_of_a_stream_gets_its_own_result() {
-    let path = model_path("embedding_head");
-    let mut cpu = load(&path, Backend::Cpu, 3).unwrap();
-    let Some(mut gpu) = load_gpu(&path, 3) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("embedding_head", 3) else {
         return;
     };
-    let in_len: usize = cpu.input_shape().iter().product();
-    let dim: usize = cpu.output_shape().iter().product();
+    let (in_len, dim) = sample_lens(&cpu);
     // 8 samples at most 3 a batch: 3 + 3 + 2, so both staging sets are used twice and the
     // last batch is smaller; then a stream of one batch, and of one sample.
     for (samples, seed) in [(8, 1), (3, 2), (1, 3), (7, 4)] {
@@ -63,13 +61,10 @@ fn every_sample_of_a_stream_gets_its_own_result() {
 #[test]
 fn a_stream_on_a_larger_model_matches_tract() {
     // Enough work per batch for the GPU to still run one while the next is written.
-    let path = model_path("inverted_residual");
-    let mut cpu = load(&path, Backend::Cpu, 4).unwrap();
-    let Some(mut gpu) = load_gpu(&path, 4) else {
+    let Some((mut cpu, mut gpu)) = cpu_and_gpu("inverted_residual", 4) else {
         return;
     };
-    let in_len: usize = cpu.input_shape().iter().product();
-    let per: usize = cpu.output_shape().iter().product();
+    let (in_len, per) = sample_lens(&cpu);
     let x = pseudo_random(11 * in_len, 9);
     let (mut want, mut got) = (vec![0.0; 11 * per], vec![f32::NAN; 11 * per]);
     cpu.run_many(&x, &mut want).unwrap();
@@ -83,8 +78,7 @@ fn bad_streams_are_errors_and_leave_the_model_usable() {
     let path = model_path("embedding_head");
     let mut cpu = load(&path, Backend::Cpu, 2).unwrap();
     let gpu = load_gpu(&path, 2);
-    let in_len: usize = cpu.input_shape().iter().product();
-    let dim: usize = cpu.output_shape().iter().product();
+    let (in_len, dim) = sample_lens(&cpu);
     let x = pseudo_random(5 * in_len, 1);
     let mut want = vec![0.0; 5 * dim];
     cpu.run_many(&x, &mut want).unwrap();
@@ -124,8 +118,7 @@ fn a_model_exported_for_a_fixed_batch_streams_multiples_of_it() {
     });
     let mut cpu = load(&path, Backend::Cpu, 8).unwrap();
     assert_eq!(cpu.max_batch(), 2);
-    let in_len: usize = cpu.input_shape().iter().product();
-    let dim: usize = cpu.output_shape().iter().product();
+    let (in_len, dim) = sample_lens(&cpu);
     let x = pseudo_random(6 * in_len, 3);
     let mut want = vec![0.0; 6 * dim];
     cpu.run_many(&x, &mut want).unwrap();

@@ -88,6 +88,22 @@ pub fn load_gpu_tuned(path: &Path, max_batch: usize, tuning: GpuTuning) -> Optio
     }
 }
 
+/// Test model `name` on tract and on the GPU, each for batches up to `max_batch`, or `None`
+/// where `load_gpu` finds no adapter and may skip.
+pub fn cpu_and_gpu(name: &str, max_batch: usize) -> Option<(Model, Model)> {
+    let path = model_path(name);
+    let cpu = load(&path, Backend::Cpu, max_batch).expect("tract loads the model");
+    load_gpu(&path, max_batch).map(|gpu| (cpu, gpu))
+}
+
+/// Values of one sample's input and of its first output.
+pub fn sample_lens(model: &Model) -> (usize, usize) {
+    (
+        model.input_shape().iter().product(),
+        model.output_shape().iter().product(),
+    )
+}
+
 /// Largest absolute difference, and the largest magnitude of the reference.
 pub fn max_diff(got: &[f32], want: &[f32]) -> (f32, f32) {
     assert_eq!(got.len(), want.len());
