@@ -264,6 +264,62 @@ fn catalogue_items(catalogue: &Catalogue) -> Result<Vec<(String, crate::data::Im
     }
 }
 
+/// Images a gallery run embeds at a time (the model's batch).
+const GALLERY_BATCH: usize = 16;
+/// Images decoded and preprocessed together, in parallel (several batches: a stream).
+const GALLERY_CHUNK: usize = 4 * GALLERY_BATCH;
+
+/// A chunk of catalogue images, decoded and preprocessed.
+struct PreparedChunk<'a> {
+    /// The preprocessed images that decoded, one after the other.
+    input: Vec<f32>,
+    kept: Vec<&'a (String, crate::data::ImageSource)>,
+    /// The images that did not decode (warned about), by their description.
+    skipped: Vec<String>,
+}
+
+/// Decodes and preprocesses `chunk` on rayon's threads; an image that does not decode is
+/// skipped with a warning, as one by one would.
+fn prepare_chunk<'a>(
+    chunk: &'a [(String, crate::data::ImageSource)],
+    spec: &PreprocessSpec,
+) -> Result<PreparedChunk<'a>> {
+    use rayon::prelude::*;
+    let per_image = spec.out_len();
+    let mut input = vec![0.0f32; chunk.len() * per_image];
+    let decoded: Vec<Result<bool>> = input
+        .par_chunks_mut(per_image)
+        .zip(chunk.par_iter())
+        .map(|(out, (_, source))| match source.decode() {
+            Ok(image) => {
+                spec.apply_image(&image.to_rgb8(), out)?;
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::warn!("{}: skipped: {error}", source.describe());
+                Ok(false)
+            }
+        })
+        .collect();
+    let mut prepared = PreparedChunk {
+        input: Vec::new(),
+        kept: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (i, (status, item)) in decoded.into_iter().zip(chunk).enumerate() {
+        if status? {
+            let row = prepared.kept.len();
+            input.copy_within(i * per_image..(i + 1) * per_image, row * per_image);
+            prepared.kept.push(item);
+        } else {
+            prepared.skipped.push(item.1.describe());
+        }
+    }
+    input.truncate(prepared.kept.len() * per_image);
+    prepared.input = input;
+    Ok(prepared)
+}
+
 /// `trainer gallery`: embeds the catalogue with firmware/infer on the bundle's model and
 /// writes (or, with `append`, extends) `gallery.gal` and `labels.tsv`, then the manifest's hashes.
 pub fn build_gallery(
@@ -317,58 +373,51 @@ pub fn build_gallery(
     if items.is_empty() {
         bail!("the catalogue has no images");
     }
-    const BATCH: usize = 16;
-    let mut model = load_infer(&model_path, &manifest, backend, BATCH)?;
+    let spec = manifest.preprocess.clone();
+    spec.check()?;
+    let mut model = load_infer(&model_path, &manifest, backend, GALLERY_BATCH)?;
     let backend_used = model.backend().to_string();
-    let mut preprocessor = Preprocessor::new(manifest.preprocess.clone())?;
-    let per_image = preprocessor.out_len();
-    let mut input = vec![0.0f32; BATCH * per_image];
-    let mut codes_batch = vec![0u8; BATCH * code_bytes];
     let mut codes = Vec::new();
     let mut ids = Vec::new();
     let mut skipped = Vec::new();
     let progress = indicatif::ProgressBar::new(items.len() as u64);
-    for chunk in items.chunks(BATCH) {
-        let mut filled = 0;
-        let mut chunk_rows = Vec::new();
-        for (sku, source) in chunk {
-            let image = match source.decode() {
-                Ok(image) => image.to_rgb8(),
-                Err(error) => {
-                    tracing::warn!("{}: skipped: {error}", source.describe());
-                    skipped.push(source.describe());
-                    continue;
+    // One thread decodes and preprocesses the next chunk (its images in parallel) while this
+    // one embeds the last: at a GPU's speed, decoding is most of the work.
+    std::thread::scope(|scope| -> Result<()> {
+        let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(1);
+        let (items, spec) = (&items, &spec);
+        scope.spawn(move || {
+            for chunk in items.chunks(GALLERY_CHUNK) {
+                // A send fails once the embedding side stopped (on an error): stop too.
+                if chunks_tx.send(prepare_chunk(chunk, spec)).is_err() {
+                    break;
                 }
-            };
-            preprocessor.apply_image(
-                &image,
-                &mut input[filled * per_image..(filled + 1) * per_image],
-            )?;
-            chunk_rows.push(LabelRow {
-                id: next_id,
-                sku: sku.clone(),
-                source: source.describe(),
-            });
-            next_id += 1;
-            filled += 1;
+            }
+        });
+        for prepared in chunks_rx {
+            let prepared = prepared?;
+            progress.inc((prepared.kept.len() + prepared.skipped.len()) as u64);
+            skipped.extend(prepared.skipped);
+            if prepared.kept.is_empty() {
+                continue;
+            }
+            let start = codes.len();
+            codes.resize(start + prepared.kept.len() * code_bytes, 0);
+            model
+                .run_many_packed(&prepared.input, &mut codes[start..])
+                .context("embedding catalogue images")?;
+            for (sku, source) in prepared.kept {
+                ids.push(next_id);
+                labels.push(LabelRow {
+                    id: next_id,
+                    sku: sku.clone(),
+                    source: source.describe(),
+                })?;
+                next_id += 1;
+            }
         }
-        progress.inc(chunk.len() as u64);
-        if filled == 0 {
-            continue;
-        }
-        model
-            .run_packed(
-                filled,
-                &input[..filled * per_image],
-                &mut codes_batch[..filled * code_bytes],
-            )
-            .context("embedding catalogue images")?;
-        codes.extend_from_slice(&codes_batch[..filled * code_bytes]);
-        for row in chunk_rows {
-            ids.push(row.id);
-            labels.push(row)?;
-        }
-    }
+        Ok(())
+    })?;
     progress.finish_and_clear();
 
     match gallery.as_mut() {
