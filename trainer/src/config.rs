@@ -58,6 +58,31 @@ fn one_device() -> usize {
     1
 }
 
+/// The largest `--image-size` (the paper trains at 224).
+pub const MAX_IMAGE_SIZE: u32 = 1024;
+
+/// The most float32 values a batch of images may hold (4 GiB): beyond it a batch is refused
+/// before anything is allocated, instead of an allocation that aborts.
+const MAX_BATCH_VALUES: usize = 1 << 30;
+
+/// Checks a batch of `batch` square RGB images of side `image_size` for training or its
+/// benchmark: side 32 (the backbones' downsampling) to [`MAX_IMAGE_SIZE`], the batch within
+/// 4 GiB.
+pub fn check_image_batch(batch: usize, image_size: usize) -> Result<()> {
+    if !(32..=MAX_IMAGE_SIZE as usize).contains(&image_size) {
+        bail!("--image-size must be from 32 to {MAX_IMAGE_SIZE}, got {image_size}");
+    }
+    let side = image_size;
+    if batch == 0 || batch > MAX_BATCH_VALUES / (3 * side * side) {
+        bail!(
+            "--batch must be from 1 to {} at --image-size {image_size} (a batch of images holds \
+             at most {MAX_BATCH_VALUES} values), got {batch}",
+            MAX_BATCH_VALUES / (3 * side * side)
+        );
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// The recipe's defaults for a dataset kind (learning rate and images per class).
     pub fn recipe_for(kind: &str) -> (f64, usize) {
@@ -90,11 +115,13 @@ impl TrainConfig {
                 self.class_fraction
             );
         }
-        if self.image_size == 0 || self.resize < self.image_size {
+        check_image_batch(self.batch, self.image_size as usize)?;
+        if self.resize < self.image_size || self.resize > 2 * MAX_IMAGE_SIZE {
             bail!(
-                "--resize ({}) must be at least --image-size ({}), which must be positive",
+                "--resize ({}) must be at least --image-size ({}) and at most {}",
                 self.resize,
-                self.image_size
+                self.image_size,
+                2 * MAX_IMAGE_SIZE
             );
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {

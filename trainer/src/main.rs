@@ -441,10 +441,9 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             classes,
         } => {
-            if batch == 0 || steps == 0 || image_size < 32 || classes == 0 {
-                bail!(
-                    "--batch, --steps and --classes must be positive and --image-size at least 32"
-                );
+            trainer::config::check_image_batch(batch, image_size)?;
+            if steps == 0 || classes == 0 {
+                bail!("--steps and --classes must be positive");
             }
             let settings = bench::BenchSettings {
                 backbone,

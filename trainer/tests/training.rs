@@ -271,6 +271,16 @@ fn settings_that_cannot_train_or_make_a_gallery_are_refused_before_training() {
         (&["--epochs", "0"], "--epochs"),
         (&["--image-size", "64", "--resize", "32"], "--resize (32)"),
         (
+            &["--image-size", "16"],
+            "--image-size must be from 32 to 1024",
+        ),
+        (&["--image-size", "1000000"], "got 1000000"),
+        (&["--image-size", "64", "--resize", "5000"], "at most 2048"),
+        (
+            &["--batch", "100000000000", "--images-per-class", "1"],
+            "--batch must be from 1 to",
+        ),
+        (
             &["--batch", "4", "--images-per-class", "1", "--devices", "5"],
             "--devices",
         ),
@@ -294,6 +304,30 @@ fn settings_that_cannot_train_or_make_a_gallery_are_refused_before_training() {
             "{extra:?}: expected {needle:?} in {stderr}"
         );
         assert!(!out.exists(), "{extra:?} made the run directory");
+    }
+}
+
+#[test]
+fn bench_refuses_batches_it_cannot_hold() {
+    for (args, needle) in [
+        (
+            &["--batch", "100000000000"][..],
+            "--batch must be from 1 to",
+        ),
+        (
+            &["--image-size", "1000000"],
+            "--image-size must be from 32 to 1024",
+        ),
+        (&["--steps", "0"], "--steps and --classes must be positive"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
 

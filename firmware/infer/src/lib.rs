@@ -228,6 +228,10 @@ pub fn pack_signs(values: &[f32], dim: usize, out: &mut [u8]) {
 /// an error at load instead of an allocation that fails or a run that never ends.
 const MAX_TENSOR_VALUES: usize = 1 << 28;
 
+/// The most values a run's input or first output may hold at the maximum batch (8 GiB of
+/// float32): a larger maximum batch is an error at load, not an allocation that aborts.
+pub const MAX_RUN_VALUES: usize = 1 << 31;
+
 impl Model {
     /// Loads the model at `path` for `opts.backend`. A file that is not a model, or a model the
     /// backend cannot run, is an error naming the problem (never a panic).
@@ -296,6 +300,18 @@ impl Model {
             )));
         }
         let output_shape = tract_out[1..].to_vec();
+        for (what, shape) in [("input", &spec.inner), ("output", &output_shape)] {
+            let per: usize = shape.iter().product();
+            if max_batch
+                .checked_mul(per)
+                .is_none_or(|v| v > MAX_RUN_VALUES)
+            {
+                return Err(InferError::Input(format!(
+                    "max batch {max_batch}: the {what} of a run would hold more than \
+                     {MAX_RUN_VALUES} values ({per} a sample)"
+                )));
+            }
+        }
 
         let want_gpu = match opts.backend {
             Backend::Cpu => None,

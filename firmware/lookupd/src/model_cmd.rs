@@ -235,6 +235,20 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         .with_context(|| format!("loading {}", args.model.display()))?;
     let in_len: usize = model.input_shape().iter().product();
     let per: usize = model.output_shape().iter().product();
+    // The model checked one batch; a stream holds --stream of them.
+    if args
+        .stream
+        .checked_mul(args.batch * in_len.max(per))
+        .is_none_or(|v| v > infer::MAX_RUN_VALUES)
+    {
+        bail!(
+            "--stream {}: {} batches of {} would hold more than {} values",
+            args.stream,
+            args.stream,
+            args.batch,
+            infer::MAX_RUN_VALUES
+        );
+    }
     // A fixed pseudo-random input in [-2, 2): timings must not depend on the values.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let input: Vec<f32> = (0..args.batch * in_len)
@@ -249,8 +263,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     for _ in 0..2 {
         model.run(args.batch, &input, &mut out)?;
     }
-    let mut walls = Vec::with_capacity(args.iters);
-    let mut splits: Vec<RunTimings> = Vec::with_capacity(args.iters);
+    let mut walls = Vec::new();
+    let mut splits: Vec<RunTimings> = Vec::new();
     let mut kernel_ms: Vec<Vec<f64>> = Vec::new();
     let mut kernel_names: Vec<String> = Vec::new();
     let mut kernels = Vec::new();
@@ -321,8 +335,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
 
 /// Times `args.iters` streams of `args.stream` batches of `input` (one batch, repeated).
 fn time_streams(model: &mut Model, input: &[f32], args: &BenchArgs) -> Result<StreamReport> {
-    let samples = args.stream * args.batch;
     let per: usize = model.output_shape().iter().product();
+    let samples = args.stream * args.batch;
     let long: Vec<f32> = input
         .iter()
         .copied()
@@ -332,7 +346,7 @@ fn time_streams(model: &mut Model, input: &[f32], args: &BenchArgs) -> Result<St
     let mut out = vec![0.0f32; samples * per];
     // One stream to warm up: it makes the second staging set.
     model.run_many(&long, &mut out)?;
-    let mut walls = Vec::with_capacity(args.iters);
+    let mut walls = Vec::new();
     for _ in 0..args.iters {
         let t = Instant::now();
         model.run_many(&long, &mut out)?;

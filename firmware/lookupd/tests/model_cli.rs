@@ -262,6 +262,15 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
         (bench(&head, &["--size", "0x9"]), "not a positive integer"),
         (bench(&head, &["--batch", "0"]), "--batch"),
         (bench(&head, &["--iters", "0"]), "--iters"),
+        // Batches and streams too large to hold: errors, not an allocation that aborts.
+        (
+            bench(&head, &["--batch", "100000000000"]),
+            "max batch 100000000000",
+        ),
+        (
+            bench(&head, &["--batch", "2", "--stream", "100000000000"]),
+            "--stream 100000000000",
+        ),
         (bad_backend, "tpu"),
     ];
     for (args, needle) in &cases {
