@@ -5,10 +5,17 @@ use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use npyz::{AutoSerialize, Deserialize, WriterBuilder};
+use npyz::{AutoSerialize, DType, Deserialize, TypeChar, WriterBuilder};
 
-/// An array of any rank in C order: (shape, data). `dtype` names the element type in errors.
-fn read_array<T: Deserialize>(path: &Path, dtype: &str) -> Result<(Vec<usize>, Vec<T>)> {
+/// The element type an array must have: its numpy name (for errors), kind and bytes.
+struct Element(&'static str, TypeChar, u64);
+
+const UINT8: Element = Element("uint8", TypeChar::Uint, 1);
+const UINT64: Element = Element("uint64", TypeChar::Uint, 8);
+const FLOAT32: Element = Element("float32", TypeChar::Float, 4);
+
+/// An array of any rank in C order: (shape, data).
+fn read_array<T: Deserialize>(path: &Path, want: Element) -> Result<(Vec<usize>, Vec<T>)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .with_context(|| format!("{} is not a readable .npy file", path.display()))?;
@@ -17,11 +24,19 @@ fn read_array<T: Deserialize>(path: &Path, dtype: &str) -> Result<(Vec<usize>, V
         bail!("{}: expected a C-order (row-major) array", path.display());
     }
     let found = npy.dtype();
-    let data = npy.into_vec().with_context(|| {
-        format!(
-            "{}: expected dtype {dtype}, found {found:?}",
+    let Element(name, kind, bytes) = want;
+    let data = npy.into_vec().with_context(|| match &found {
+        // The type is right (either byte order): the data is what failed.
+        DType::Plain(t) if t.type_char() == kind && t.size_field() == bytes => format!(
+            "{}: a {name} array of shape {shape:?} whose data is shorter than its header says, \
+             or unreadable",
             path.display()
-        )
+        ),
+        _ => format!(
+            "{}: expected dtype {name}, found {}",
+            path.display(),
+            found.descr()
+        ),
     })?;
     Ok((shape, data))
 }
@@ -42,7 +57,7 @@ fn write_array<T: AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]
 
 /// A 2-D uint8 array (a 1-D one is read as a single row): (rows, columns, data).
 pub fn read_u8_matrix(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
-    let (shape, data) = read_array(path, "uint8")?;
+    let (shape, data) = read_array(path, UINT8)?;
     let (rows, cols) = match shape[..] {
         [cols] => (1, cols),
         [rows, cols] => (rows, cols),
@@ -56,7 +71,7 @@ pub fn read_u8_matrix(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
 
 /// A 1-D uint64 array.
 pub fn read_u64_vec(path: &Path) -> Result<Vec<u64>> {
-    let (shape, data) = read_array(path, "uint64")?;
+    let (shape, data) = read_array(path, UINT64)?;
     if shape.len() != 1 {
         bail!(
             "{}: expected a 1-D array, got shape {shape:?}",
@@ -68,7 +83,7 @@ pub fn read_u64_vec(path: &Path) -> Result<Vec<u64>> {
 
 /// A float32 array of any rank: (shape, data in C order).
 pub fn read_f32_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    read_array(path, "float32")
+    read_array(path, FLOAT32)
 }
 
 pub fn write_u8_matrix(path: &Path, rows: usize, cols: usize, data: &[u8]) -> Result<()> {

@@ -202,6 +202,8 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
     write_npy(&file("x_other.npy"), &[1, 3, 12, 9], &[0.5f32; 3 * 12 * 9]);
     write_npy(&file("flat.npy"), &[4], &[0.5f32; 4]);
     write_npy(&file("empty.npy"), &[0, 3, 11, 9], &[] as &[f32]);
+    let whole = std::fs::read(file("x.npy")).unwrap();
+    std::fs::write(file("short.npy"), &whole[..whole.len() - 100]).unwrap();
     npyz::to_file_1d(file("ints.npy"), [1i64, 2, 3]).unwrap();
     let (x, out) = (s(file("x.npy")), s(file("y.npy")));
     let embed = |model: &str, input: &str, backend: &str| {
@@ -239,7 +241,14 @@ fn bad_models_inputs_and_arguments_get_clear_errors() {
         (bench_on("gpu", &model("unsupported"), &[]), "my_softmax"),
         // Inputs: missing, not float32, of another shape, without a batch of images.
         (embed(&head, &s(file("none.npy")), "cpu"), "none.npy"),
-        (embed(&head, &s(file("ints.npy")), "cpu"), "ints.npy"),
+        (
+            embed(&head, &s(file("ints.npy")), "cpu"),
+            "expected dtype float32, found '<i8'",
+        ),
+        (
+            embed(&head, &s(file("short.npy")), "cpu"),
+            "shorter than its header says",
+        ),
         (embed(&head, &s(file("x_other.npy")), "cpu"), "12 on axis 2"),
         (embed(&head, &s(file("flat.npy")), "cpu"), "flat.npy"),
         (
