@@ -264,11 +264,21 @@ pub fn last_checkpoint(run: &Path) -> Result<Option<usize>> {
     Ok(last)
 }
 
+/// A run's config.toml, checked as `trainer train` checks its flags (so a hand-edited one is
+/// refused by every command, naming the setting).
 pub fn read_config(run: &Path) -> Result<TrainConfig> {
     let path = run.join(CONFIG_FILE);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text)
-        .with_context(|| format!("{}: not a valid run configuration", path.display()))
+    let config: TrainConfig = toml::from_str(&text)
+        .with_context(|| format!("{}: not a valid run configuration", path.display()))?;
+    // A hand-edited file is checked like the flags it came from.
+    config.check().with_context(|| {
+        format!(
+            "{}: a setting cannot train (its flag is named)",
+            path.display()
+        )
+    })?;
+    Ok(config)
 }
 
 /// The embedding model of a run at a checkpoint (the last when `epoch` is `None`), for
@@ -379,12 +389,6 @@ fn start_run(config: &TrainConfig, run: &Path) -> Result<()> {
 /// Continues a run after its last complete checkpoint.
 pub fn resume(run: &Path) -> Result<()> {
     let config = read_config(run)?;
-    config.check().with_context(|| {
-        format!(
-            "{}: a setting cannot train (its flag is named)",
-            run.join(CONFIG_FILE).display()
-        )
-    })?;
     let last = last_checkpoint(run)?;
     if last.is_some_and(|epoch| epoch + 1 >= config.epochs) {
         tracing::info!("{}: all {} epochs are done", run.display(), config.epochs);

@@ -222,6 +222,12 @@ fn same_seed_same_run_and_resume_continues_where_it_stopped() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("config.toml") && stderr.contains("--momentum must be in [0, 1)"));
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["eval", interrupted.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--momentum must be in [0, 1)"));
     assert_eq!(train::last_checkpoint(&interrupted).unwrap(), Some(2));
     assert_eq!(step_losses(&interrupted), step_losses(&straight));
 }
