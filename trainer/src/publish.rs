@@ -301,23 +301,23 @@ fn prepare_chunk<'a>(
             }
         })
         .collect();
-    let mut prepared = PreparedChunk {
-        input: Vec::new(),
-        kept: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let (mut kept, mut skipped) = (Vec::new(), Vec::new());
     for (i, (status, item)) in decoded.into_iter().zip(chunk).enumerate() {
         if status? {
-            let row = prepared.kept.len();
+            // Kept images move up over the skipped ones: the input stays contiguous.
+            let row = kept.len();
             input.copy_within(i * per_image..(i + 1) * per_image, row * per_image);
-            prepared.kept.push(item);
+            kept.push(item);
         } else {
-            prepared.skipped.push(item.1.describe());
+            skipped.push(item.1.describe());
         }
     }
-    input.truncate(prepared.kept.len() * per_image);
-    prepared.input = input;
-    Ok(prepared)
+    input.truncate(kept.len() * per_image);
+    Ok(PreparedChunk {
+        input,
+        kept,
+        skipped,
+    })
 }
 
 /// `trainer gallery`: embeds the catalogue with firmware/infer on the bundle's model and

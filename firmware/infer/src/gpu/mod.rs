@@ -1158,6 +1158,16 @@ impl GpuPlan {
             .collect()
     }
 
+    fn check_batch(&self, batch: usize) -> Result<(), InferError> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(InferError::Input(format!(
+                "batch {batch}: the plan was built for 1 to {}",
+                self.max_batch
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `batch` samples of NCHW floats.
     pub fn run(
         &mut self,
@@ -1166,12 +1176,7 @@ impl GpuPlan {
         output: Output<'_>,
         profile: Option<&mut Vec<KernelTime>>,
     ) -> Result<RunTimings, InferError> {
-        if batch == 0 || batch > self.max_batch {
-            return Err(InferError::Input(format!(
-                "batch {batch}: the plan was built for 1 to {}",
-                self.max_batch
-            )));
-        }
+        self.check_batch(batch)?;
         let t0 = Instant::now();
         let source = self.write_floats(0, input)?;
         let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -1190,12 +1195,7 @@ impl GpuPlan {
         input: &[f32],
         mut output: Output<'_>,
     ) -> Result<RunTimings, InferError> {
-        if batch == 0 || batch > self.max_batch {
-            return Err(InferError::Input(format!(
-                "batch {batch}: the plan was built for 1 to {}",
-                self.max_batch
-            )));
-        }
+        self.check_batch(batch)?;
         if self.staging.len() < 2 {
             let first = &self.staging[0];
             let second = Staging::new(
