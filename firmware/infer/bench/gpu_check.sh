@@ -3,7 +3,7 @@
 # Vulkan driver (used for the H200 numbers in ../README.md). Prepare with prepare_gpu_check.sh
 # (the stripped lookupd and the fixture in .devcheck/, the Vulkan loader .debs in .gl/; carry
 # both). Writes to $OUT: commit its files under bench/results/<date>/ so that later sessions
-# can read the per-kernel times.
+# can read the per-kernel times. At most 8 files come back: it writes 8.
 set -u
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -14,6 +14,7 @@ B=.devcheck/lookupd; M=.devcheck/efficientnet_lite0_imagenet.onnx
 timeout 120 $B embed --model $M --input .devcheck/efficientnet_lite0_imagenet.input.npy \
   --out $OUT/gpu_out.npy --backend gpu --profile 2> $OUT/embed_profile.txt
 echo "embed rc $?"; tail -1 $OUT/embed_profile.txt
+python3 -c "import numpy as n; a=n.load('$OUT/gpu_out.npy'); r=n.load('.devcheck/efficientnet_lite0_imagenet.output.npy'); print('largest difference from the reference', abs(a-r).max(), 'largest value', abs(r).max())"
 # --stream 8: also streams of 8 batches (two in flight: one copied in or out while the other
 # runs), the throughput of a long input.
 for b in 1 8 32; do
@@ -24,6 +25,8 @@ timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --back
   --profile > $OUT/bench_profile.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
   --profile > $OUT/bench_profile32.json 2>/dev/null
+# `gpu_check.sh quick`: only the above (a kernel change checked in a minute of device time).
+[ "${1:-}" = quick ] && exit 0
 # The 1x1 tiles compared (auto above): narrow 32-channel and wide 64-channel everywhere.
 for t in narrow wide; do
   for b in 1 32; do
@@ -46,3 +49,5 @@ timeout 120 $B bench-model --model $C --batch 1 --size 8x8 --iters 50 --backend 
   > $OUT/chain_profile.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
   2>/dev/null | tee -a $OUT/bench.jsonl
+# The peer on the same machine: PyTorch eager (timm's Lite0) at batches 1, 8 and 32.
+timeout 150 python3 firmware/infer/bench/torch_peer.py --iters 50 2>&1 | tee $OUT/torch_peer.jsonl

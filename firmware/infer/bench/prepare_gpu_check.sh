@@ -16,8 +16,7 @@ cargo build --release -p lookupd
 mkdir -p .devcheck .gl
 strip -o .devcheck/lookupd target/release/lookupd
 fixtures=../shared/fixtures
-cp "$fixtures"/efficientnet_lite0_imagenet.onnx "$fixtures"/efficientnet_lite0_imagenet.input.npy \
-  .devcheck/
+cp "$fixtures"/efficientnet_lite0_imagenet.{onnx,input.npy,output.npy} .devcheck/
 if ! ls .gl/*.deb >/dev/null 2>&1; then
   mkdir -p /tmp/amd64/partial
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)

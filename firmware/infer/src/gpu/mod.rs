@@ -24,6 +24,7 @@ const PARAM_BYTES: u64 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kernel {
     Conv,
+    ConvTile,
     /// 64-channel tiles when `wide`; `vec_x` / `vec_w`: the input's pixels / the weight's
     /// output channels are a multiple of 4, so their 4-wide loads are single vector loads.
     Pointwise {
@@ -45,6 +46,7 @@ impl Kernel {
     fn source(self) -> &'static str {
         match self {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
+            Kernel::ConvTile => include_str!("wgsl/conv_tile.wgsl"),
             Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
@@ -57,8 +59,10 @@ impl Kernel {
         }
     }
 
-    /// What the kernel's source needs declared before it: the 1x1 kernel's tile width and its
-    /// input and weight arrays with their 4-wide loads, as vectors or as four scalars.
+    /// What the kernel's source needs declared before it: the 1x1 kernel's tile width, its
+    /// input and weight arrays with their 4-wide loads, and its residual and output arrays
+    /// with 4-wide loads and stores, as vectors or as four scalars (`vec_x`: the pixels,
+    /// which the output shares, are a multiple of 4).
     fn header(self) -> String {
         let Kernel::Pointwise { wide, vec_x, vec_w } = self else {
             return String::new();
@@ -77,11 +81,25 @@ impl Kernel {
                  fn load_{name}(o: u32) -> vec4<f32> {{ return {load}; }}\n"
             )
         };
+        // The output's first `lanes` values from `o` (all four where vectors).
+        let store = if vec_x {
+            "@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;\n\
+             fn store_y(o: u32, v: vec4<f32>, lanes: u32) { y[o / 4u] = v; }\n"
+        } else {
+            "@group(0) @binding(5) var<storage, read_write> y: array<f32>;\n\
+             fn store_y(o: u32, v: vec4<f32>, lanes: u32) {\n\
+                 y[o] = v.x;\n\
+                 if (lanes > 1u) { y[o + 1u] = v.y; }\n\
+                 if (lanes > 2u) { y[o + 2u] = v.z; }\n\
+                 if (lanes > 3u) { y[o + 3u] = v.w; }\n\
+             }\n"
+        };
         format!(
-            "const TILE_C: u32 = {}u;\n{}{}",
+            "const TILE_C: u32 = {}u;\n{}{}{}{store}",
             if wide { 64 } else { 32 },
             array(1, "x", vec_x),
-            array(2, "wt", vec_w)
+            array(2, "wt", vec_w),
+            array(4, "res", vec_x),
         )
     }
 }
@@ -495,6 +513,44 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
         }
     }
     ranges
+}
+
+/// The input values a tile of `conv_tile.wgsl` may copy into workgroup memory.
+const CONV_TILE_INPUT: usize = 2048;
+/// Input channels a group of a conv on `conv_tile.wgsl` may have at most: depthwise convs have
+/// one, image stems three; more are better served by `conv.wgsl`, which reads each once.
+const CONV_TILE_MAX_CIN: usize = 4;
+
+/// The output tile of a conv on `conv_tile.wgsl` and the input window it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConvTile {
+    w: usize,
+    h: usize,
+    in_cols: usize,
+    in_rows: usize,
+}
+
+/// The tile a windowed conv of `cin_g` inputs a group runs with on `conv_tile.wgsl`, or `None`
+/// where it runs on `conv.wgsl`: too many inputs a group, or a window too large for the tile's
+/// workgroup memory. Tiles are 256 outputs (four an invocation), 8x8 for outputs at most 8
+/// wide (one an invocation).
+fn conv_tile(win: &Window, cin_g: usize) -> Option<ConvTile> {
+    if cin_g > CONV_TILE_MAX_CIN {
+        return None;
+    }
+    let (w, h) = match win.ow {
+        0..=8 => (8, 8),
+        9..=16 => (16, 16),
+        _ => (32, 8),
+    };
+    let in_cols = (w - 1) * win.sw + (win.kw - 1) * win.dw + 1;
+    let in_rows = (h - 1) * win.sh + (win.kh - 1) * win.dh + 1;
+    (in_cols * in_rows <= CONV_TILE_INPUT).then_some(ConvTile {
+        w,
+        h,
+        in_cols,
+        in_rows,
+    })
 }
 
 /// Whether a conv runs as the tiled 1x1 kernel.
@@ -926,17 +982,8 @@ impl GpuPlan {
                     win,
                 } => {
                     let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
-                    // An invocation computes four neighbouring outputs of a row.
-                    let quads = cout * win.oh * win.ow.div_ceil(4);
                     let mut p = window_params(total, win);
-                    p.extend([
-                        u(win.c / group),
-                        u(cout / group),
-                        flags,
-                        f(*lo),
-                        f(*hi),
-                        u(quads),
-                    ]);
+                    p.extend([u(win.c / group), u(cout / group), flags, f(*lo), f(*hi)]);
                     let bufs = [
                         buf(*x),
                         &consts[*weight],
@@ -944,7 +991,30 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    make(Kernel::Conv, &p, &bufs, quads, label)?
+                    match conv_tile(win, win.c / group) {
+                        Some(t) => {
+                            let (tiles_x, tiles_y) = (win.ow.div_ceil(t.w), win.oh.div_ceil(t.h));
+                            let per = t.w * t.h / WORKGROUP as usize;
+                            p.extend(
+                                [t.w, t.h, tiles_x, tiles_y, t.in_cols, t.in_rows, *cout, per]
+                                    .map(u),
+                            );
+                            let threads = WORKGROUP as usize * tiles_x * tiles_y * cout;
+                            make(
+                                Kernel::ConvTile,
+                                &p,
+                                &bufs,
+                                threads,
+                                format!("{label} (tiled window)"),
+                            )?
+                        }
+                        None => {
+                            // An invocation computes four neighbouring outputs of a row.
+                            let quads = cout * win.oh * win.ow.div_ceil(4);
+                            p.push(u(quads));
+                            make(Kernel::Conv, &p, &bufs, quads, label)?
+                        }
+                    }
                 }
                 // Dispatched above, with the 1x1 convs.
                 StepKind::MatMul { .. } => continue,

@@ -306,3 +306,20 @@ save("pointwise_tiles", [
 ], [36, 8, 10], [66, 8, 10], {"w1": w(72, 36, 1, 1, scale=0.2), "b1": w(72),
                               "w2": w(36, 72, 1, 1, scale=0.2), "b2": w(36),
                               "w3": w(66, 36, 1, 1, scale=0.2), **six})
+
+
+# Windowed convs on both kernels: a Lite0-like 5x5 stride-2 depthwise conv and a depthwise conv
+# with a residual Add on tiles in workgroup memory (conv_tile.wgsl: outputs wider than 16,
+# several rows of tiles), a dense conv of 8 inputs and a depthwise conv dilated too far for a
+# tile's window on conv.wgsl.
+save("conv_windows", [
+    N("Conv", ["x", "w5", "b5"], ["a"], name="dw5", group=8, pads=[2, 2, 2, 2], strides=[2, 2]),
+    clip6("a", "b", "clip"),
+    N("Conv", ["b", "wf"], ["c"], name="dw_far", group=8, pads=[20, 20, 20, 20],
+      dilations=[20, 20]),
+    N("Conv", ["c", "wdense", "bdense"], ["d"], name="dense", pads=[1, 1, 1, 1]),
+    N("Conv", ["d", "wr"], ["e"], name="dw_res", group=6, pads=[1, 1, 1, 1]),
+    N("Add", ["e", "d"], ["y"], name="residual"),
+], [8, 37, 41], [6, 19, 21], {"w5": w(8, 1, 5, 5, scale=0.3), "b5": w(8),
+                              "wf": w(8, 1, 3, 3), "wdense": w(6, 8, 3, 3, scale=0.2),
+                              "bdense": w(6), "wr": w(6, 1, 3, 3), **six})

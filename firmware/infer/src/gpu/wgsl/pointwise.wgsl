@@ -2,9 +2,10 @@
 // y[oc, p] = clamp(sum_ic w[ic, oc] * x[ic, p] + bias[oc] + res[oc, p]), the weight transposed
 // at load to [cin][cout] so that a tile's weights are contiguous like its pixels.
 //
-// A header made at load (gpu/mod.rs, `pointwise_header`) declares `x` and `wt` and their
-// 4-wide loads `load_x` / `load_wt` (vector loads where the pixels and channels are multiples of
-// 4, else four scalar ones), and `TILE_C`: a workgroup computes a TILE_C (32 or 64 channels)
+// A header made at load (gpu/mod.rs, `Kernel::header`) declares `x`, `wt`, `res` and `y` and
+// their 4-wide loads and stores `load_x`, `load_wt`, `load_res`, `store_y` (vector accesses
+// where the pixels and channels are multiples of 4, else scalar ones), and `TILE_C`: a
+// workgroup computes a TILE_C (32 or 64 channels)
 // x 64 pixel tile; an invocation computes TILE_C / 8 channels x 8 pixels (channels 4ty..4ty+3
 // and, wide, 32+4ty..; pixels 4tx..4tx+3 and 32+4tx..), reading 16-deep slices of w and x
 // through workgroup memory as vectors: per 16 (narrow: 8) multiply-adds of 4 lanes, 3 (4)
@@ -15,8 +16,6 @@
 // `splits` ranges: each workgroup writes the raw partial sum of its range to `y` (then a
 // scratch buffer) and `splitk.wgsl` adds them up.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 const WIDE: bool = TILE_C == 64u;
 // vec4 groups of channels in a tile row of the weight slice.
@@ -153,28 +152,52 @@ fn main(
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 16>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7,
-                                   acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15);
-    let flags = pu(5u);
-    let lo = pf(6u);
-    let hi = pf(7u);
-    let total = pu(0u);
-    for (var i = 0u; i < TILE_C / 8u; i++) {
-        // i / 4: the channel half (wide); i % 4: the lane of the channel vector.
-        let oc = t.oc0 + 32u * (i / 4u) + 4u * ty + i % 4u;
-        if (oc >= cout) { break; }
-        for (var j = 0u; j < 8u; j++) {
-            let p = t.p0 + 32u * (j / 4u) + 4u * tx + j % 4u;
-            if (p >= npix) { continue; }
-            var v = acc[8u * (i / 4u) + i % 4u + 4u * (j / 4u)][j % 4u];
-            let o = oc * npix + p;
-            if (splits > 1u) {
-                y[(n * splits + split) * total + o] = v;
-                continue;
-            }
-            if ((flags & 1u) != 0u) { v += bias[oc]; }
-            if ((flags & 2u) != 0u) { v += res[n * total + o]; }
-            y[n * total + o] = clamp(v, lo, hi);
-        }
+    // Each accumulator holds one channel at four neighbouring pixels: one 4-wide store, and the
+    // eight invocations of a row of the workgroup store 32 neighbouring pixels. Written out,
+    // not looped over an array: a dynamically indexed private array may live in slow local
+    // memory.
+    let e = Epilogue(n, split, t.oc0 + 4u * ty, t.p0 + 4u * tx);
+    finish(e, 0u, 0u, acc0);
+    finish(e, 1u, 0u, acc1);
+    finish(e, 2u, 0u, acc2);
+    finish(e, 3u, 0u, acc3);
+    finish(e, 0u, 32u, acc4);
+    finish(e, 1u, 32u, acc5);
+    finish(e, 2u, 32u, acc6);
+    finish(e, 3u, 32u, acc7);
+    if (WIDE) {
+        finish(e, 32u, 0u, acc8);
+        finish(e, 33u, 0u, acc9);
+        finish(e, 34u, 0u, acc10);
+        finish(e, 35u, 0u, acc11);
+        finish(e, 32u, 32u, acc12);
+        finish(e, 33u, 32u, acc13);
+        finish(e, 34u, 32u, acc14);
+        finish(e, 35u, 32u, acc15);
     }
+}
+
+// Where an invocation's outputs go: its sample and input range, its first channel and pixel.
+struct Epilogue { n: u32, split: u32, oc: u32, p: u32 }
+
+// Stores channel e.oc + dc at pixels e.p + dp .. + 3 (those inside the output): the raw
+// partial sum of a split, else with the fused bias, residual and clamp.
+fn finish(e: Epilogue, dc: u32, dp: u32, v: vec4<f32>) {
+    let oc = e.oc + dc;
+    let p = e.p + dp;
+    let npix = pu(2u);
+    if (oc >= pu(3u) || p >= npix) { return; }
+    let lanes = min(4u, npix - p);
+    let o = oc * npix + p;
+    let total = pu(0u);
+    let splits = pu(9u);
+    if (splits > 1u) {
+        store_y((e.n * splits + e.split) * total + o, v, lanes);
+        return;
+    }
+    let flags = pu(5u);
+    var r = v;
+    if ((flags & 1u) != 0u) { r += vec4<f32>(bias[oc]); }
+    if ((flags & 2u) != 0u) { r += load_res(e.n * total + o); }
+    store_y(e.n * total + o, clamp(r, vec4<f32>(pf(6u)), vec4<f32>(pf(7u))), lanes);
 }
