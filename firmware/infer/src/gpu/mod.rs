@@ -24,7 +24,6 @@ const PARAM_BYTES: u64 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kernel {
     Conv,
-    ConvTile,
     /// 64-channel tiles when `wide`; `vec_x` / `vec_w`: the input's pixels / the weight's
     /// output channels are a multiple of 4, so their 4-wide loads are single vector loads.
     Pointwise {
@@ -46,7 +45,6 @@ impl Kernel {
     fn source(self) -> &'static str {
         match self {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
-            Kernel::ConvTile => include_str!("wgsl/conv_tile.wgsl"),
             Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
@@ -199,6 +197,8 @@ struct Dispatch {
     bind_group: wgpu::BindGroup,
     /// Invocations per sample.
     threads: u32,
+    /// The samples of the batch an invocation covers (along z): 1, or `MATMUL_SAMPLES`.
+    samples: u32,
     label: String,
     /// The batch sizes it runs at: a 1x1 conv or a MatMul has one set of dispatches per range
     /// of batches that splits its inputs alike (see `input_splits`).
@@ -437,6 +437,10 @@ fn window_params(total: usize, win: &Window) -> Vec<u32> {
     .to_vec()
 }
 
+/// The samples of the batch an invocation of `matmul.wgsl` computes, each weight it reads
+/// used for all of them.
+const MATMUL_SAMPLES: u32 = 4;
+
 /// The pixels of a 1x1 kernel's output tile (`wgsl/pointwise.wgsl`); its channels are 32
 /// (narrow) or 64 (wide).
 const POINTWISE_TILE_PIXELS: usize = 64;
@@ -513,44 +517,6 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
         }
     }
     ranges
-}
-
-/// The input values a tile of `conv_tile.wgsl` may copy into workgroup memory.
-const CONV_TILE_INPUT: usize = 2048;
-/// Input channels a group of a conv on `conv_tile.wgsl` may have at most: depthwise convs have
-/// one, image stems three; more are better served by `conv.wgsl`, which reads each once.
-const CONV_TILE_MAX_CIN: usize = 4;
-
-/// The output tile of a conv on `conv_tile.wgsl` and the input window it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ConvTile {
-    w: usize,
-    h: usize,
-    in_cols: usize,
-    in_rows: usize,
-}
-
-/// The tile a windowed conv of `cin_g` inputs a group runs with on `conv_tile.wgsl`, or `None`
-/// where it runs on `conv.wgsl`: too many inputs a group, or a window too large for the tile's
-/// workgroup memory. Tiles are 256 outputs (four an invocation), 8x8 for outputs at most 8
-/// wide (one an invocation).
-fn conv_tile(win: &Window, cin_g: usize) -> Option<ConvTile> {
-    if cin_g > CONV_TILE_MAX_CIN {
-        return None;
-    }
-    let (w, h) = match win.ow {
-        0..=8 => (8, 8),
-        9..=16 => (16, 16),
-        _ => (32, 8),
-    };
-    let in_cols = (w - 1) * win.sw + (win.kw - 1) * win.dw + 1;
-    let in_rows = (h - 1) * win.sh + (win.kh - 1) * win.dh + 1;
-    (in_cols * in_rows <= CONV_TILE_INPUT).then_some(ConvTile {
-        w,
-        h,
-        in_cols,
-        in_rows,
-    })
 }
 
 /// Whether a conv runs as the tiled 1x1 kernel.
@@ -819,6 +785,7 @@ impl GpuPlan {
                 pipeline,
                 bind_group,
                 threads,
+                samples: 1,
                 label,
                 batches: 1..=max_batch,
             })
@@ -937,12 +904,23 @@ impl GpuPlan {
                                 n,
                             } => {
                                 let flags = u32::from(bias.is_some());
-                                let p =
-                                    [u(total), u(*k), u(*n), flags, u(*rows), u(splits), u(chunk)];
+                                let p = [
+                                    u(total),
+                                    u(*k),
+                                    u(*n),
+                                    flags,
+                                    u(*rows),
+                                    u(splits),
+                                    u(chunk),
+                                    // Samples past the range's largest batch are not computed:
+                                    // the scratch buffer holds the partial sums of that many.
+                                    u(*batches.end()),
+                                ];
                                 let bias_buf = bias.map_or(&dummy, |c| &consts[c]);
                                 let y = if splits == 1 { out } else { &scratch };
                                 let bufs = [buf(*x), &consts[*weight], bias_buf, y];
-                                let d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
+                                let mut d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
+                                d.samples = MATMUL_SAMPLES;
                                 // Bias per column: output i of a sample is in column i % n.
                                 (d, flags, -f32::MAX, f32::MAX, 1, *n, bias_buf, &dummy)
                             }
@@ -982,8 +960,17 @@ impl GpuPlan {
                     win,
                 } => {
                     let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
+                    // An invocation computes four neighbouring outputs of a row.
+                    let quads = cout * win.oh * win.ow.div_ceil(4);
                     let mut p = window_params(total, win);
-                    p.extend([u(win.c / group), u(cout / group), flags, f(*lo), f(*hi)]);
+                    p.extend([
+                        u(win.c / group),
+                        u(cout / group),
+                        flags,
+                        f(*lo),
+                        f(*hi),
+                        u(quads),
+                    ]);
                     let bufs = [
                         buf(*x),
                         &consts[*weight],
@@ -991,30 +978,7 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    match conv_tile(win, win.c / group) {
-                        Some(t) => {
-                            let (tiles_x, tiles_y) = (win.ow.div_ceil(t.w), win.oh.div_ceil(t.h));
-                            let per = t.w * t.h / WORKGROUP as usize;
-                            p.extend(
-                                [t.w, t.h, tiles_x, tiles_y, t.in_cols, t.in_rows, *cout, per]
-                                    .map(u),
-                            );
-                            let threads = WORKGROUP as usize * tiles_x * tiles_y * cout;
-                            make(
-                                Kernel::ConvTile,
-                                &p,
-                                &bufs,
-                                threads,
-                                format!("{label} (tiled window)"),
-                            )?
-                        }
-                        None => {
-                            // An invocation computes four neighbouring outputs of a row.
-                            let quads = cout * win.oh * win.ow.div_ceil(4);
-                            p.push(u(quads));
-                            make(Kernel::Conv, &p, &bufs, quads, label)?
-                        }
-                    }
+                    make(Kernel::Conv, &p, &bufs, quads, label)?
                 }
                 // Dispatched above, with the 1x1 convs.
                 StepKind::MatMul { .. } => continue,
@@ -1569,6 +1533,7 @@ impl GpuPlan {
                     entries: &entries,
                 }),
                 threads: prep.crop * prep.crop,
+                samples: 1,
                 label: "frame preprocessing [resize, crop, normalise]".into(),
                 batches: 1..=1,
             });
@@ -1640,7 +1605,7 @@ impl GpuPlan {
                 self.dispatches
                     .iter()
                     .filter(move |d| network && d.batches.contains(&key.batch))
-                    .map(move |d| (d, z)),
+                    .map(move |d| (d, z.div_ceil(d.samples))),
             )
             .chain(
                 self.pack

@@ -308,10 +308,9 @@ save("pointwise_tiles", [
                               "w3": w(66, 36, 1, 1, scale=0.2), **six})
 
 
-# Windowed convs on both kernels: a Lite0-like 5x5 stride-2 depthwise conv and a depthwise conv
-# with a residual Add on tiles in workgroup memory (conv_tile.wgsl: outputs wider than 16,
-# several rows of tiles), a dense conv of 8 inputs and a depthwise conv dilated too far for a
-# tile's window on conv.wgsl.
+# Windowed convs: a Lite0-like 5x5 stride-2 depthwise conv + ReLU6, a depthwise conv dilated
+# beyond its input (every tap but the centre in the padding), a dense conv of 8 inputs, and a
+# depthwise conv with a residual Add.
 save("conv_windows", [
     N("Conv", ["x", "w5", "b5"], ["a"], name="dw5", group=8, pads=[2, 2, 2, 2], strides=[2, 2]),
     clip6("a", "b", "clip"),
