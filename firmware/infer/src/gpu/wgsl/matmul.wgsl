@@ -1,10 +1,10 @@
 // rows x k activations times a constant k x n matrix (Gemm, MatMul), plus an optional bias,
-// one output (row, column) per invocation for four samples of the batch (samples 4 z .. 4 z + 3,
-// those below the largest batch of the dispatch's range): each weight read serves four samples, and
-// consecutive invocations read consecutive weights. A linear layer whose few outputs cannot
-// fill the GPU splits its k inputs into `splits` ranges: each invocation writes the raw partial
-// sums of its range to `y` (then a scratch buffer) and `splitk.wgsl` adds them up with the
-// bias.
+// one output (row, column) per invocation for four samples of the batch: samples 4 z .. 4 z + 3
+// (gpu/mod.rs: MATMUL_SAMPLES), those below the largest batch of the dispatch's range. Each
+// weight read serves four samples, and consecutive invocations read consecutive weights. A
+// linear layer whose few outputs cannot fill the GPU splits its k inputs into `splits` ranges:
+// each invocation writes the raw partial sums of its range to `y` (then a scratch buffer) and
+// `splitk.wgsl` adds them up with the bias.
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
