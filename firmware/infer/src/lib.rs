@@ -99,6 +99,40 @@ impl fmt::Display for PointwiseTiles {
     }
 }
 
+/// Where a GPU layer whose outputs are too few to fill the GPU adds up the partial sums of its
+/// split inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitSums {
+    /// Workgroups sum ranges of the inputs into a scratch buffer, a second dispatch adds them
+    /// (`gpu/wgsl/splitk.wgsl`).
+    #[default]
+    Dispatch,
+    /// The invocations of one workgroup share out the inputs and add up their sums in
+    /// workgroup memory (`gpu/wgsl/reduce.wgsl`): one dispatch a layer. Linear layers take it
+    /// at every batch.
+    Workgroup,
+}
+
+impl FromStr for SplitSums {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dispatch" => Ok(SplitSums::Dispatch),
+            "workgroup" => Ok(SplitSums::Workgroup),
+            _ => Err(format!("split sums `{s}`: expected dispatch or workgroup")),
+        }
+    }
+}
+
+impl fmt::Display for SplitSums {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SplitSums::Dispatch => "dispatch",
+            SplitSums::Workgroup => "workgroup",
+        })
+    }
+}
+
 /// How the GPU plan shapes its work; the defaults suit a big GPU. Other values are for
 /// comparing them (`bench-model`) and for tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +144,8 @@ pub struct GpuTuning {
     /// cores, each running several workgroups); `Auto` takes wide tiles where they reach half.
     /// 0 never splits.
     pub split_workgroups: usize,
+    /// Where a split layer adds up its partial sums.
+    pub split_sums: SplitSums,
 }
 
 impl Default for GpuTuning {
@@ -117,6 +153,7 @@ impl Default for GpuTuning {
         GpuTuning {
             pointwise_tiles: PointwiseTiles::Auto,
             split_workgroups: 256,
+            split_sums: SplitSums::Dispatch,
         }
     }
 }

@@ -7,7 +7,7 @@ use common::{
     assert_close, cpu_and_gpu, load, load_gpu, load_gpu_tuned, model_path, pseudo_random,
     sample_lens,
 };
-use infer::{Backend, GpuTuning, InferError, Model, PointwiseTiles};
+use infer::{Backend, GpuTuning, InferError, Model, PointwiseTiles, SplitSums};
 
 /// Runs `name` on both backends at batches 1 and 3 and compares; returns the GPU kernels.
 fn check(name: &str) -> Vec<String> {
@@ -176,6 +176,70 @@ fn linear_layer_split_over_its_inputs() {
             assert!(k[0].contains("partial"), "{k:?}");
         }
     }
+}
+
+const IN_WORKGROUP: GpuTuning = GpuTuning {
+    split_sums: SplitSums::Workgroup,
+    pointwise_tiles: PointwiseTiles::Auto,
+    split_workgroups: 256,
+};
+
+/// Whether every kernel of a split layer is one reduce kernel (no partial sums, no second
+/// kernel adding them).
+fn reduced(kernels: &[String]) -> bool {
+    kernels.iter().any(|k| k.contains("inputs in"))
+        && !kernels.iter().any(|k| k.contains("partial"))
+}
+
+#[test]
+fn split_layers_add_up_their_sums_within_a_workgroup() {
+    // Scalar loads (15 pixels, 10 columns), 16 and 32 input groups; vector loads (4 pixels, 12
+    // columns) and 64 groups.
+    let models = [
+        ("pointwise_split", 2),
+        ("reduce_convs", 2),
+        ("linear_split", 1),
+        ("matmul_rows_split", 1),
+        ("reduce_linear", 1),
+    ];
+    for (name, kernels) in models {
+        let k = check_tuned(name, IN_WORKGROUP);
+        if k.is_empty() {
+            return;
+        }
+        assert_eq!(k.len(), kernels, "{name}: {k:?}");
+        assert!(reduced(&k), "{name}: {k:?}");
+    }
+    let k = check_tuned("reduce_convs", IN_WORKGROUP);
+    assert!(fused(&k, "Conv+Add+Clip"), "{k:?}");
+    assert!(k[0].contains("(inputs in 64 groups)"), "{k:?}");
+}
+
+#[test]
+fn in_workgroup_sums_leave_batches_that_fill_the_gpu_to_the_tiled_kernel() {
+    let Some(mut gpu) = load_gpu_tuned(&model_path("pointwise_split"), 128, IN_WORKGROUP) else {
+        return;
+    };
+    let mut cpu = load(&model_path("pointwise_split"), Backend::Cpu, 128).expect("tract loads");
+    // As with sums in a second kernel (above), the first conv stops splitting at batch 26, the
+    // second at 128; linear layers take the reduce kernel at every batch.
+    for (batch, reducing) in [(25, 2), (26, 1), (128, 0)] {
+        let k = gpu.kernels(batch);
+        assert_eq!(k.len(), 2, "batch {batch}: {k:?}");
+        let got = k.iter().filter(|k| k.contains("inputs in")).count();
+        assert_eq!(got, reducing, "batch {batch}: {k:?}");
+        compare("pointwise_split", &mut cpu, &mut gpu, batch, batch as u64);
+    }
+    for name in ["head_gemm", "head_matmul", "matmul_rows"] {
+        let k = check_tuned(name, IN_WORKGROUP);
+        assert!(reduced(&k), "{name}: {k:?}");
+    }
+    let Some(mut gpu) = load_gpu_tuned(&model_path("reduce_linear"), 64, IN_WORKGROUP) else {
+        return;
+    };
+    let mut cpu = load(&model_path("reduce_linear"), Backend::Cpu, 64).expect("tract loads");
+    assert!(reduced(&gpu.kernels(64)), "{:?}", gpu.kernels(64));
+    compare("reduce_linear", &mut cpu, &mut gpu, 64, 64);
 }
 
 #[test]

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use infer::{Backend, GpuTuning, KernelTime, LoadOptions, Model, PointwiseTiles, RunTimings};
+use infer::{
+    Backend, GpuTuning, KernelTime, LoadOptions, Model, PointwiseTiles, RunTimings, SplitSums,
+};
 use serde::Serialize;
 
 use crate::npy;
@@ -66,6 +68,10 @@ pub struct BenchArgs {
     /// them (0: never split), to compare them.
     #[arg(long, default_value_t = GpuTuning::default().split_workgroups)]
     split_workgroups: usize,
+    /// Where a split GPU layer adds up its partial sums: dispatch (a second kernel) or
+    /// workgroup (in the layer's own kernel; linear layers then take it at every batch).
+    #[arg(long, default_value_t = GpuTuning::default().split_sums)]
+    split_sums: SplitSums,
     /// Threads of the CPU backend (0: every core).
     #[arg(long, default_value_t = LoadOptions::default().cpu_threads)]
     cpu_threads: usize,
@@ -178,6 +184,7 @@ struct BenchReport {
     iters: usize,
     pointwise_tiles: String,
     split_workgroups: usize,
+    split_sums: String,
     cpu_threads: usize,
     /// Median wall time of one batch: upload + run + read-back.
     ms_per_batch: f64,
@@ -228,6 +235,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         tuning: GpuTuning {
             pointwise_tiles: args.pointwise_tiles,
             split_workgroups: args.split_workgroups,
+            split_sums: args.split_sums,
         },
         cpu_threads: args.cpu_threads,
     };
@@ -308,6 +316,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         iters: args.iters,
         pointwise_tiles: args.pointwise_tiles.to_string(),
         split_workgroups: args.split_workgroups,
+        split_sums: args.split_sums.to_string(),
         cpu_threads: args.cpu_threads,
         ms_per_batch: ms,
         img_per_s: args.batch as f64 * 1e3 / ms,

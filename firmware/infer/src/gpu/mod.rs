@@ -14,7 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::frame::{FramePrep, taps_words};
 use crate::graph::{Graph, MAX_RANK, Operand, PoolKind, RowOp, StepKind, UnaryOp, ValueId, Window};
-use crate::{GpuTuning, InferError, KernelTime, PointwiseTiles, RunTimings};
+use crate::{GpuTuning, InferError, KernelTime, PointwiseTiles, RunTimings, SplitSums};
 
 const PRELUDE: &str = include_str!("wgsl/prelude.wgsl");
 const WORKGROUP: u32 = 64;
@@ -32,6 +32,10 @@ enum Kernel {
         vec_w: bool,
     },
     SplitK,
+    /// `vec`: the output's columns are a multiple of 4 (see `wgsl/reduce.wgsl`).
+    Reduce {
+        vec: bool,
+    },
     Binary,
     Unary,
     Pool,
@@ -47,6 +51,7 @@ impl Kernel {
             Kernel::Conv => include_str!("wgsl/conv.wgsl"),
             Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
+            Kernel::Reduce { .. } => include_str!("wgsl/reduce.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
             Kernel::Unary => include_str!("wgsl/unary.wgsl"),
             Kernel::Pool => include_str!("wgsl/pool.wgsl"),
@@ -57,14 +62,11 @@ impl Kernel {
         }
     }
 
-    /// What the kernel's source needs declared before it: the 1x1 kernel's tile width, its
-    /// input and weight arrays with their 4-wide loads, and its residual and output arrays
-    /// with 4-wide loads and stores, as vectors or as four scalars (`vec_x`: the pixels,
-    /// which the output shares, are a multiple of 4).
+    /// What the kernel's source needs declared before it: the 1x1 kernel's tile width; for
+    /// it and the reduce kernel the input arrays with their 4-wide loads, the residual and
+    /// output arrays with 4-wide loads and stores, as vectors or as four scalars (`vec_x`,
+    /// `vec`: the pixels or columns, which the output shares, are a multiple of 4).
     fn header(self) -> String {
-        let Kernel::Pointwise { wide, vec_x, vec_w } = self else {
-            return String::new();
-        };
         let array = |binding: u32, name: &str, vector: bool| {
             let (ty, load) = if vector {
                 ("vec4<f32>", format!("{name}[o / 4u]"))
@@ -79,26 +81,38 @@ impl Kernel {
                  fn load_{name}(o: u32) -> vec4<f32> {{ return {load}; }}\n"
             )
         };
-        // The output's first `lanes` values from `o` (all four where vectors).
-        let store = if vec_x {
-            "@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;\n\
-             fn store_y(o: u32, v: vec4<f32>, lanes: u32) { y[o / 4u] = v; }\n"
-        } else {
-            "@group(0) @binding(5) var<storage, read_write> y: array<f32>;\n\
-             fn store_y(o: u32, v: vec4<f32>, lanes: u32) {\n\
-                 y[o] = v.x;\n\
-                 if (lanes > 1u) { y[o + 1u] = v.y; }\n\
-                 if (lanes > 2u) { y[o + 2u] = v.z; }\n\
-                 if (lanes > 3u) { y[o + 3u] = v.w; }\n\
-             }\n"
+        // The output's first `lanes` values from `o` (all four where vectors), and its
+        // residual.
+        let output = |vector: bool| {
+            let store = if vector {
+                "@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;\n\
+                 fn store_y(o: u32, v: vec4<f32>, lanes: u32) { y[o / 4u] = v; }\n"
+            } else {
+                "@group(0) @binding(5) var<storage, read_write> y: array<f32>;\n\
+                 fn store_y(o: u32, v: vec4<f32>, lanes: u32) {\n\
+                     y[o] = v.x;\n\
+                     if (lanes > 1u) { y[o + 1u] = v.y; }\n\
+                     if (lanes > 2u) { y[o + 2u] = v.z; }\n\
+                     if (lanes > 3u) { y[o + 3u] = v.w; }\n\
+                 }\n"
+            };
+            format!("{}{store}", array(4, "res", vector))
         };
-        format!(
-            "const TILE_C: u32 = {}u;\n{}{}{}{store}",
-            if wide { 64 } else { 32 },
-            array(1, "x", vec_x),
-            array(2, "wt", vec_w),
-            array(4, "res", vec_x),
-        )
+        match self {
+            Kernel::Pointwise { wide, vec_x, vec_w } => format!(
+                "const TILE_C: u32 = {}u;\n{}{}{}",
+                if wide { 64 } else { 32 },
+                array(1, "x", vec_x),
+                array(2, "wt", vec_w),
+                output(vec_x),
+            ),
+            Kernel::Reduce { vec } => format!(
+                "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n{}{}",
+                array(2, "b", vec),
+                output(vec)
+            ),
+            _ => String::new(),
+        }
     }
 }
 
@@ -197,6 +211,8 @@ struct Dispatch {
     bind_group: wgpu::BindGroup,
     /// Invocations per sample.
     threads: u32,
+    /// Invocations per workgroup.
+    group: u32,
     /// The samples of the batch an invocation covers (along z): 1, or `MATMUL_SAMPLES`.
     samples: u32,
     label: String,
@@ -207,7 +223,7 @@ struct Dispatch {
 
 impl Dispatch {
     fn workgroups(&self) -> (u32, u32) {
-        let groups = self.threads.div_ceil(WORKGROUP).max(1);
+        let groups = self.threads.div_ceil(self.group).max(1);
         let x = groups.min(65535);
         (x, groups.div_ceil(x))
     }
@@ -441,6 +457,16 @@ fn window_params(total: usize, win: &Window) -> Vec<u32> {
 /// used for all of them.
 const MATMUL_SAMPLES: u32 = 4;
 
+/// Invocations of a workgroup of `wgsl/reduce.wgsl`.
+const REDUCE_WORKGROUP: usize = 256;
+
+/// The input groups of a reduce kernel over `k` inputs: a power of two from 4 to 64 that gives
+/// each invocation at most about 16 inputs (a longer chain of loads is latency a small layer
+/// cannot hide), as few as that so that more outputs share a workgroup.
+fn reduce_groups(k: usize) -> usize {
+    k.div_ceil(16).next_power_of_two().clamp(4, 64)
+}
+
 /// The pixels of a 1x1 kernel's output tile (`wgsl/pointwise.wgsl`); its channels are 32
 /// (narrow) or 64 (wide).
 const POINTWISE_TILE_PIXELS: usize = 64;
@@ -474,6 +500,8 @@ struct SplitShape {
     wide_workgroups: Option<usize>,
     /// Outputs a sample.
     outputs: usize,
+    /// A MatMul (which `SplitSums::Workgroup` runs as the reduce kernel at every batch).
+    linear: bool,
 }
 
 /// How a step runs at a range of batch sizes.
@@ -484,6 +512,9 @@ struct Split {
     wide: bool,
     splits: usize,
     chunk: usize,
+    /// Runs as the reduce kernel (`SplitSums::Workgroup`): its inputs shared out in one
+    /// workgroup, not split among workgroups; then `splits` is 1.
+    reduce: bool,
 }
 
 /// A step's tiles and split of its inputs for every batch from 1 to `max_batch`, as ranges of
@@ -503,9 +534,14 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
             });
         let workgroups = wide.unwrap_or(shape.workgroups) * batch;
         let (splits, chunk) = input_split(shape.k, workgroups, target);
-        let wide = wide.is_some();
+        let reduce = tuning.split_sums == SplitSums::Workgroup && (splits > 1 || shape.linear);
+        let (wide, splits, chunk) = if reduce {
+            (false, 1, shape.k)
+        } else {
+            (wide.is_some(), splits, chunk)
+        };
         match ranges.last_mut() {
-            Some(r) if (r.wide, r.splits, r.chunk) == (wide, splits, chunk) => {
+            Some(r) if (r.wide, r.splits, r.chunk, r.reduce) == (wide, splits, chunk, reduce) => {
                 r.batches = *r.batches.start()..=batch;
             }
             _ => ranges.push(Split {
@@ -513,6 +549,7 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
                 wide,
                 splits,
                 chunk,
+                reduce,
             }),
         }
     }
@@ -541,6 +578,7 @@ fn split_shape(kind: &StepKind) -> Option<SplitShape> {
                 workgroups: tiles(32),
                 wide_workgroups: (*cout > 32).then(|| tiles(64)),
                 outputs: cout * npix,
+                linear: false,
             })
         }
         StepKind::MatMul { rows, k, n, .. } => Some(SplitShape {
@@ -548,6 +586,7 @@ fn split_shape(kind: &StepKind) -> Option<SplitShape> {
             workgroups: (rows * n).div_ceil(WORKGROUP as usize),
             wide_workgroups: None,
             outputs: rows * n,
+            linear: true,
         }),
         _ => None,
     }
@@ -785,6 +824,7 @@ impl GpuPlan {
                 pipeline,
                 bind_group,
                 threads,
+                group: WORKGROUP,
                 samples: 1,
                 label,
                 batches: 1..=max_batch,
@@ -839,7 +879,87 @@ impl GpuPlan {
                         wide,
                         splits,
                         chunk,
+                        reduce,
                     } = split;
+                    if reduce {
+                        // (a, b, rows, columns, a's steps an input / a row / a sample, b's
+                        // step a sample, flags, clamp, bias, residual): see reduce.wgsl.
+                        let (a, b, rows, cols, a_steps, b_sample, flags, lo, hi, bias_buf, res_buf) =
+                            match &s.kind {
+                                StepKind::Conv {
+                                    x,
+                                    bias,
+                                    residual,
+                                    lo,
+                                    hi,
+                                    cout,
+                                    win,
+                                    ..
+                                } => (
+                                    &transposed[&si],
+                                    buf(*x),
+                                    *cout,
+                                    win.oh * win.ow,
+                                    [*cout, 1, 0],
+                                    win.c * win.oh * win.ow,
+                                    u32::from(bias.is_some())
+                                        | (u32::from(residual.is_some()) << 1),
+                                    *lo,
+                                    *hi,
+                                    bias.map_or(&dummy, |b| &consts[b]),
+                                    residual.map_or(&dummy, buf),
+                                ),
+                                StepKind::MatMul {
+                                    x,
+                                    weight,
+                                    bias,
+                                    rows,
+                                    k,
+                                    n,
+                                } => (
+                                    buf(*x),
+                                    &consts[*weight],
+                                    *rows,
+                                    *n,
+                                    [1, *k, rows * k],
+                                    0,
+                                    u32::from(bias.is_some()) << 2,
+                                    -f32::MAX,
+                                    f32::MAX,
+                                    bias.map_or(&dummy, |c| &consts[c]),
+                                    &dummy,
+                                ),
+                                _ => unreachable!("split_shape is only some for these"),
+                            };
+                        let kgroups = reduce_groups(shape.k);
+                        let quads_per_row = cols.div_ceil(4);
+                        let workgroups =
+                            (rows * quads_per_row).div_ceil(REDUCE_WORKGROUP / kgroups);
+                        let p = [
+                            u(total),
+                            u(shape.k),
+                            u(rows),
+                            u(cols),
+                            u(a_steps[0]),
+                            u(a_steps[1]),
+                            u(a_steps[2]),
+                            u(b_sample),
+                            flags,
+                            f(lo),
+                            f(hi),
+                            u(kgroups),
+                            u(quads_per_row),
+                        ];
+                        let bufs = [a, b, bias_buf, res_buf, out];
+                        let name = format!("{label} (inputs in {kgroups} groups)");
+                        let kernel = Kernel::Reduce { vec: cols % 4 == 0 };
+                        let threads = workgroups * REDUCE_WORKGROUP;
+                        let mut d = make(kernel, &p, &bufs, threads, name)?;
+                        d.group = REDUCE_WORKGROUP as u32;
+                        d.batches = batches;
+                        dispatches.push(d);
+                        continue;
+                    }
                     let tile = if wide { " (64-channel tiles)" } else { "" };
                     let name = if splits == 1 {
                         format!("{label}{tile}")
@@ -1533,6 +1653,7 @@ impl GpuPlan {
                     entries: &entries,
                 }),
                 threads: prep.crop * prep.crop,
+                group: WORKGROUP,
                 samples: 1,
                 label: "frame preprocessing [resize, crop, normalise]".into(),
                 batches: 1..=1,

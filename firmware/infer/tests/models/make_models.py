@@ -322,3 +322,19 @@ save("conv_windows", [
 ], [8, 37, 41], [6, 19, 21], {"w5": w(8, 1, 5, 5, scale=0.3), "b5": w(8),
                               "wf": w(8, 1, 3, 3), "wdense": w(6, 8, 3, 3, scale=0.2),
                               "bdense": w(6), "wr": w(6, 1, 3, 3), **six})
+
+
+# Layers for the reduce kernel (SplitSums::Workgroup: the inputs shared out within one
+# workgroup): 2x2 pixels and 12 columns, multiples of 4 (vector loads and stores, where the
+# split models above have scalar ones), 600 and 520 inputs (64 input groups, the most), a
+# residual Add with ReLU6, and a Gemm's bias by column.
+save("reduce_convs", [
+    N("Conv", ["x", "w1", "b1"], ["a"], name="mix"),
+    N("Add", ["a", "x"], ["b"], name="residual"),
+    clip6("b", "c", "clip"),
+    N("Conv", ["c", "w2"], ["y"], name="project"),
+], [600, 2, 2], [8, 2, 2], {"w1": w(600, 600, 1, 1, scale=0.05), "b1": w(600),
+                            "w2": w(8, 600, 1, 1, scale=0.05), **six})
+save("reduce_linear", [
+    N("Gemm", ["x", "wl", "bl"], ["y"], name="linear", transB=1),
+], [520], [12], {"wl": w(12, 520, scale=0.05), "bl": w(12)})
