@@ -3,7 +3,8 @@
 # Vulkan driver (used for the H200 numbers in ../README.md). Prepare with prepare_gpu_check.sh
 # (the stripped lookupd and the fixture in .devcheck/, the Vulkan loader .debs in .gl/; carry
 # both). Writes to $OUT: commit its files under bench/results/<date>/ so that later sessions
-# can read the per-kernel times. At most 8 files come back: it writes 8.
+# can read the per-kernel times. At most 8 files come back: it writes 8
+# (6 with `quick`).
 set -u
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -25,6 +26,14 @@ timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --back
   --profile > $OUT/bench_profile.json 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
   --profile > $OUT/bench_profile32.json 2>/dev/null
+# Split layers adding their sums within a workgroup (reduce.wgsl), against the default of a
+# second dispatch above: batches 1, 8 and 32, and the kernels at batch 1.
+for b in 1 8 32; do
+  timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 30 --backend gpu \
+    --stream 8 --split-sums workgroup 2>/dev/null | tee -a $OUT/bench.jsonl
+done
+timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
+  --split-sums workgroup --profile > $OUT/bench_profile_reduce.json 2>/dev/null
 # `gpu_check.sh quick`: only the above (a kernel change checked in a minute of device time).
 [ "${1:-}" = quick ] && exit 0
 # The 1x1 tiles compared (auto above): narrow 32-channel and wide 64-channel everywhere.
@@ -34,8 +43,6 @@ for t in narrow wide; do
       --pointwise-tiles $t 2>/dev/null | tee -a $OUT/bench.jsonl
   done
 done
-timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
-  --pointwise-tiles wide --profile > $OUT/bench_profile32_wide.json 2>/dev/null
 # The split target at batch 1 (default 256 workgroups): fewer splits, fewer dispatches.
 for w in 0 128 512 1024; do
   timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use common::{fixtures, load, load_gpu, max_diff};
-use infer::Backend;
+use common::{fixtures, load, load_gpu, load_gpu_tuned, max_diff};
+use infer::{Backend, GpuTuning, SplitSums};
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -87,5 +87,24 @@ fn fixture_on_cpu_threads_gives_the_same_bits() {
 fn fixture_on_gpu_matches_reference() {
     if let Some(m) = load_gpu(&fixture_model(), 2) {
         check(m, "gpu");
+    }
+}
+
+/// With the split layers' sums added within a workgroup (`SplitSums::Workgroup`): the late 1x1
+/// convs at batch 1 and the classifier at every batch take the reduce kernel.
+#[test]
+fn fixture_on_gpu_with_sums_in_workgroups_matches_reference() {
+    let tuning = GpuTuning {
+        split_sums: SplitSums::Workgroup,
+        ..GpuTuning::default()
+    };
+    if let Some(m) = load_gpu_tuned(&fixture_model(), 2, tuning) {
+        let reducing = m
+            .kernels(1)
+            .iter()
+            .filter(|k| k.contains("inputs in"))
+            .count();
+        assert!(reducing >= 10, "{:?}", m.kernels(1));
+        check(m, "gpu, sums in workgroups");
     }
 }
