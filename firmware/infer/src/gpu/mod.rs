@@ -454,7 +454,7 @@ fn window_params(total: usize, win: &Window) -> Vec<u32> {
 }
 
 /// The samples of the batch an invocation of `matmul.wgsl` computes, each weight it reads
-/// used for all of them.
+/// used for all of them: its accumulator's four lanes.
 const MATMUL_SAMPLES: u32 = 4;
 
 /// Invocations of a workgroup of `wgsl/reduce.wgsl`.
@@ -873,6 +873,29 @@ impl GpuPlan {
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
             if let Some(shape) = split_shape(&s.kind) {
+                // What every kernel of the step binds and fuses.
+                let (x, bias, residual, lo, hi) = match &s.kind {
+                    StepKind::Conv {
+                        x,
+                        bias,
+                        residual,
+                        lo,
+                        hi,
+                        ..
+                    } => (
+                        buf(*x),
+                        bias.map(|b| &consts[b]),
+                        residual.map(buf),
+                        *lo,
+                        *hi,
+                    ),
+                    StepKind::MatMul { x, bias, .. } => {
+                        (buf(*x), bias.map(|c| &consts[c]), None, -f32::MAX, f32::MAX)
+                    }
+                    _ => unreachable!("split_shape is only some for these"),
+                };
+                let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
+                let (bias_buf, residual_buf) = (bias.unwrap_or(&dummy), residual.unwrap_or(&dummy));
                 for split in input_splits(shape, max_batch, tuning) {
                     let Split {
                         batches,
@@ -883,54 +906,19 @@ impl GpuPlan {
                     } = split;
                     if reduce {
                         // (a, b, rows, columns, a's steps an input / a row / a sample, b's
-                        // step a sample, flags, clamp, bias, residual): see reduce.wgsl.
-                        let (a, b, rows, cols, a_steps, b_sample, flags, lo, hi, bias_buf, res_buf) =
-                            match &s.kind {
-                                StepKind::Conv {
-                                    x,
-                                    bias,
-                                    residual,
-                                    lo,
-                                    hi,
-                                    cout,
-                                    win,
-                                    ..
-                                } => (
-                                    &transposed[&si],
-                                    buf(*x),
-                                    *cout,
-                                    win.oh * win.ow,
-                                    [*cout, 1, 0],
-                                    win.c * win.oh * win.ow,
-                                    u32::from(bias.is_some())
-                                        | (u32::from(residual.is_some()) << 1),
-                                    *lo,
-                                    *hi,
-                                    bias.map_or(&dummy, |b| &consts[b]),
-                                    residual.map_or(&dummy, buf),
-                                ),
-                                StepKind::MatMul {
-                                    x,
-                                    weight,
-                                    bias,
-                                    rows,
-                                    k,
-                                    n,
-                                } => (
-                                    buf(*x),
-                                    &consts[*weight],
-                                    *rows,
-                                    *n,
-                                    [1, *k, rows * k],
-                                    0,
-                                    u32::from(bias.is_some()) << 2,
-                                    -f32::MAX,
-                                    f32::MAX,
-                                    bias.map_or(&dummy, |c| &consts[c]),
-                                    &dummy,
-                                ),
-                                _ => unreachable!("split_shape is only some for these"),
-                            };
+                        // step a sample, the bias's flag: per row or per column): see
+                        // reduce.wgsl.
+                        let (a, b, rows, cols, a_steps, b_sample, bias_flag) = match &s.kind {
+                            StepKind::Conv { cout, win, .. } => {
+                                let npix = win.oh * win.ow;
+                                let b_sample = win.c * npix;
+                                (&transposed[&si], x, *cout, npix, [*cout, 1, 0], b_sample, 1)
+                            }
+                            StepKind::MatMul {
+                                weight, rows, k, n, ..
+                            } => (x, &consts[*weight], *rows, *n, [1, *k, rows * k], 0, 4),
+                            _ => unreachable!("split_shape is only some for these"),
+                        };
                         let kgroups = reduce_groups(shape.k);
                         let quads_per_row = cols.div_ceil(4);
                         let workgroups =
@@ -944,13 +932,13 @@ impl GpuPlan {
                             u(a_steps[1]),
                             u(a_steps[2]),
                             u(b_sample),
-                            flags,
+                            (flags & 2) | if bias.is_some() { bias_flag } else { 0 },
                             f(lo),
                             f(hi),
                             u(kgroups),
                             u(quads_per_row),
                         ];
-                        let bufs = [a, b, bias_buf, res_buf, out];
+                        let bufs = [a, b, bias_buf, residual_buf, out];
                         let name = format!("{label} (inputs in {kgroups} groups)");
                         let kernel = Kernel::Reduce { vec: cols % 4 == 0 };
                         let threads = workgroups * REDUCE_WORKGROUP;
@@ -966,86 +954,65 @@ impl GpuPlan {
                     } else {
                         format!("{label}{tile} (x{splits} partial)")
                     };
-                    let (partial, flags, lo, hi, bias_div, bias_mod, bias_buf, residual_buf) =
-                        match &s.kind {
-                            StepKind::Conv {
-                                x,
-                                bias,
-                                residual,
-                                lo,
-                                hi,
-                                cout,
-                                win,
-                                ..
-                            } => {
-                                let (cin, cout, npix) = (win.c, *cout, win.oh * win.ow);
-                                let flags = u32::from(bias.is_some())
-                                    | (u32::from(residual.is_some()) << 1);
-                                let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
-                                let workgroups = shape
-                                    .wide_workgroups
-                                    .filter(|_| wide)
-                                    .unwrap_or(shape.workgroups);
-                                let p = [
-                                    u(total),
-                                    u(cin),
-                                    u(npix),
-                                    u(cout),
-                                    u(tiles_p),
-                                    flags,
-                                    f(*lo),
-                                    f(*hi),
-                                    u(workgroups * splits),
-                                    u(splits),
-                                    u(chunk),
-                                ];
-                                let bias_buf = bias.map_or(&dummy, |b| &consts[b]);
-                                let residual_buf = residual.map_or(&dummy, buf);
-                                let bufs = if splits == 1 {
-                                    [buf(*x), &transposed[&si], bias_buf, residual_buf, out]
-                                } else {
-                                    [buf(*x), &transposed[&si], &dummy, &dummy, &scratch]
-                                };
-                                let threads = 64 * workgroups * splits;
-                                let kernel = Kernel::Pointwise {
-                                    wide,
-                                    vec_x: npix % 4 == 0,
-                                    vec_w: cout % 4 == 0,
-                                };
-                                let d = make(kernel, &p, &bufs, threads, name)?;
-                                (d, flags, *lo, *hi, npix, cout, bias_buf, residual_buf)
-                            }
-                            StepKind::MatMul {
-                                x,
-                                weight,
-                                bias,
-                                rows,
-                                k,
-                                n,
-                            } => {
-                                let flags = u32::from(bias.is_some());
-                                let p = [
-                                    u(total),
-                                    u(*k),
-                                    u(*n),
-                                    flags,
-                                    u(*rows),
-                                    u(splits),
-                                    u(chunk),
-                                    // Samples past the range's largest batch are not computed:
-                                    // the scratch buffer holds the partial sums of that many.
-                                    u(*batches.end()),
-                                ];
-                                let bias_buf = bias.map_or(&dummy, |c| &consts[c]);
-                                let y = if splits == 1 { out } else { &scratch };
-                                let bufs = [buf(*x), &consts[*weight], bias_buf, y];
-                                let mut d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
-                                d.samples = MATMUL_SAMPLES;
-                                // Bias per column: output i of a sample is in column i % n.
-                                (d, flags, -f32::MAX, f32::MAX, 1, *n, bias_buf, &dummy)
-                            }
-                            _ => unreachable!("split_shape is only some for these"),
-                        };
+                    // The first kernel, and the bias's period: output i of a sample has the
+                    // bias of (i / bias_div) % bias_mod (a conv's channel, a MatMul's column).
+                    let (partial, bias_div, bias_mod) = match &s.kind {
+                        StepKind::Conv { cout, win, .. } => {
+                            let (cin, cout, npix) = (win.c, *cout, win.oh * win.ow);
+                            let tiles_p = npix.div_ceil(POINTWISE_TILE_PIXELS);
+                            let workgroups = shape
+                                .wide_workgroups
+                                .filter(|_| wide)
+                                .unwrap_or(shape.workgroups);
+                            let p = [
+                                u(total),
+                                u(cin),
+                                u(npix),
+                                u(cout),
+                                u(tiles_p),
+                                flags,
+                                f(lo),
+                                f(hi),
+                                u(workgroups * splits),
+                                u(splits),
+                                u(chunk),
+                            ];
+                            let bufs = if splits == 1 {
+                                [x, &transposed[&si], bias_buf, residual_buf, out]
+                            } else {
+                                [x, &transposed[&si], &dummy, &dummy, &scratch]
+                            };
+                            let threads = 64 * workgroups * splits;
+                            let kernel = Kernel::Pointwise {
+                                wide,
+                                vec_x: npix % 4 == 0,
+                                vec_w: cout % 4 == 0,
+                            };
+                            (make(kernel, &p, &bufs, threads, name)?, npix, cout)
+                        }
+                        StepKind::MatMul {
+                            weight, rows, k, n, ..
+                        } => {
+                            let p = [
+                                u(total),
+                                u(*k),
+                                u(*n),
+                                flags,
+                                u(*rows),
+                                u(splits),
+                                u(chunk),
+                                // Samples past the range's largest batch are not computed:
+                                // the scratch buffer holds the partial sums of that many.
+                                u(*batches.end()),
+                            ];
+                            let y = if splits == 1 { out } else { &scratch };
+                            let bufs = [x, &consts[*weight], bias_buf, y];
+                            let mut d = make(Kernel::MatMul, &p, &bufs, total * splits, name)?;
+                            d.samples = MATMUL_SAMPLES;
+                            (d, 1, *n)
+                        }
+                        _ => unreachable!("split_shape is only some for these"),
+                    };
                     let mut variant = vec![partial];
                     if splits > 1 {
                         let q = [
