@@ -61,7 +61,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         t = t + rounded(a * bitcast<f32>(taps[wo + j]));
     }
-    let v = rounded(vec3<f32>(to_u8(t.x), to_u8(t.y), to_u8(t.z)) * vec3<f32>(pf(8u), pf(9u), pf(10u)));
+    let scale = vec3<f32>(pf(8u), pf(9u), pf(10u));
+    let v = rounded(vec3<f32>(to_u8(t.x), to_u8(t.y), to_u8(t.z)) * scale);
     y[i] = v.x + pf(11u);
     y[plane + i] = v.y + pf(12u);
     y[2u * plane + i] = v.z + pf(13u);
