@@ -32,8 +32,10 @@ enum Kernel {
         vec_w: bool,
     },
     SplitK,
-    /// `vec`: the output's columns are a multiple of 4 (see `wgsl/reduce.wgsl`).
+    /// `vec_a`: a conv's weight rows (its output channels) are a multiple of 4; `vec`: the
+    /// output's columns are (see `wgsl/reduce.wgsl`).
     Reduce {
+        vec_a: bool,
         vec: bool,
     },
     Binary,
@@ -106,11 +108,24 @@ impl Kernel {
                 array(2, "wt", vec_w),
                 output(vec_x),
             ),
-            Kernel::Reduce { vec } => format!(
-                "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n{}{}",
-                array(2, "b", vec),
-                output(vec)
-            ),
+            Kernel::Reduce { vec_a, vec } => {
+                // Four values `step` apart: one vector load where they are neighbours.
+                let (ty, load_a) = if vec_a {
+                    ("vec4<f32>", "a[o / 4u]")
+                } else {
+                    (
+                        "f32",
+                        "vec4<f32>(a[o], a[o + step], a[o + 2u * step], a[o + 3u * step])",
+                    )
+                };
+                format!(
+                    "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n\
+                     @group(0) @binding(1) var<storage, read> a: array<{ty}>;\n\
+                     fn load_a(o: u32, step: u32) -> vec4<f32> {{ return {load_a}; }}\n{}{}",
+                    array(2, "b", vec),
+                    output(vec)
+                )
+            }
             _ => String::new(),
         }
     }
@@ -459,6 +474,8 @@ const MATMUL_SAMPLES: u32 = 4;
 
 /// Invocations of a workgroup of `wgsl/reduce.wgsl`.
 const REDUCE_WORKGROUP: usize = 256;
+/// Its workgroup memory: four vec4 partial sums an invocation.
+const REDUCE_SHARED_BYTES: u32 = REDUCE_WORKGROUP as u32 * 4 * 16;
 
 /// The input groups of a reduce kernel over `k` inputs: a power of two from 4 to 64 that gives
 /// each invocation at most about 16 inputs (a longer chain of loads is latency a small layer
@@ -662,6 +679,21 @@ impl GpuPlan {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let limits = device.limits();
+        let reduce_fits = limits.max_compute_invocations_per_workgroup >= REDUCE_WORKGROUP as u32
+            && limits.max_compute_workgroup_size_x >= REDUCE_WORKGROUP as u32
+            && limits.max_compute_workgroup_storage_size >= REDUCE_SHARED_BYTES;
+        let tuning = if tuning.split_sums == SplitSums::Workgroup && !reduce_fits {
+            tracing::warn!(
+                "the adapter's workgroups are too small for the reduce kernel ({REDUCE_WORKGROUP} \
+                 invocations, {REDUCE_SHARED_BYTES} bytes): split layers sum in a second dispatch"
+            );
+            GpuTuning {
+                split_sums: SplitSums::Dispatch,
+                ..tuning
+            }
+        } else {
+            tuning
+        };
         let (slot_of, sizes) = assign_buffers(g, max_batch);
         let max_bind = limits.max_storage_buffer_binding_size;
         if let Some(big) = sizes.iter().find(|&&s| s > max_bind) {
@@ -921,8 +953,8 @@ impl GpuPlan {
                         };
                         let kgroups = reduce_groups(shape.k);
                         let quads_per_row = cols.div_ceil(4);
-                        let workgroups =
-                            (rows * quads_per_row).div_ceil(REDUCE_WORKGROUP / kgroups);
+                        let tiles = rows.div_ceil(4) * quads_per_row;
+                        let workgroups = tiles.div_ceil(REDUCE_WORKGROUP / kgroups);
                         let p = [
                             u(total),
                             u(shape.k),
@@ -937,10 +969,16 @@ impl GpuPlan {
                             f(hi),
                             u(kgroups),
                             u(quads_per_row),
+                            u(tiles),
                         ];
                         let bufs = [a, b, bias_buf, residual_buf, out];
                         let name = format!("{label} (inputs in {kgroups} groups)");
-                        let kernel = Kernel::Reduce { vec: cols % 4 == 0 };
+                        // A conv's weight rows are contiguous: vector loads of 4 channels.
+                        let vec_a = a_steps[1] == 1 && rows % 4 == 0;
+                        let kernel = Kernel::Reduce {
+                            vec_a,
+                            vec: cols % 4 == 0,
+                        };
                         let threads = workgroups * REDUCE_WORKGROUP;
                         let mut d = make(kernel, &p, &bufs, threads, name)?;
                         d.group = REDUCE_WORKGROUP as u32;

@@ -326,15 +326,16 @@ save("conv_windows", [
 
 # Layers for the reduce kernel (SplitSums::Workgroup: the inputs shared out within one
 # workgroup): 2x2 pixels and 12 columns, multiples of 4 (vector loads and stores, where the
-# split models above have scalar ones), 600 and 520 inputs (64 input groups, the most), a
-# residual Add with ReLU6, and a Gemm's bias by column.
+# split models above have scalar ones), 600 outputs (vector weight loads) and 10 (scalar, and a
+# partial tile of rows), 600 and 520 inputs (64 input groups, the most), a residual Add with
+# ReLU6, and a Gemm's bias by column.
 save("reduce_convs", [
     N("Conv", ["x", "w1", "b1"], ["a"], name="mix"),
     N("Add", ["a", "x"], ["b"], name="residual"),
     clip6("b", "c", "clip"),
     N("Conv", ["c", "w2"], ["y"], name="project"),
-], [600, 2, 2], [8, 2, 2], {"w1": w(600, 600, 1, 1, scale=0.05), "b1": w(600),
-                            "w2": w(8, 600, 1, 1, scale=0.05), **six})
+], [600, 2, 2], [10, 2, 2], {"w1": w(600, 600, 1, 1, scale=0.05), "b1": w(600),
+                             "w2": w(10, 600, 1, 1, scale=0.05), **six})
 save("reduce_linear", [
     N("Gemm", ["x", "wl", "bl"], ["y"], name="linear", transB=1),
 ], [520], [12], {"wl": w(12, 520, scale=0.05), "bl": w(12)})

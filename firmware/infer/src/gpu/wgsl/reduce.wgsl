@@ -7,15 +7,21 @@
 // y[r, c] = clamp(sum_i a[r, i] * b[i, c] + bias + res[r, c]) for each sample:
 // - a 1x1 conv: r = output channel, c = pixel, a = its weight as [cin][cout], b = the input;
 // - a linear layer: r = row, c = column, a = the input, b = its weight as [k][n].
-// An invocation computes four neighbouring columns c..c+3 (one value of `a` times a 4-wide load
-// of `b`) over the inputs i = g, g + kgroups, ... of its input group g. A workgroup is `kgroups`
-// input groups (a power of two, up to 64) x WORKGROUP_SIZE / kgroups column quads. A header made
-// at load (gpu/mod.rs, `Kernel::header`) declares WORKGROUP_SIZE, and `b`, `res` and `y` with
-// their 4-wide loads and stores (vectors where the columns are a multiple of 4).
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+// An invocation computes a tile of 4 rows x 4 columns (r..r+3, c..c+3) over the inputs
+// i = g, g + kgroups, ... of its input group g: per input, a 4-wide load of each operand and 16
+// multiply-adds (an invocation of one row would load every value of `b` once for each row: four
+// times the loads). A workgroup is `kgroups` input groups (a power of two, up to 64) x
+// WORKGROUP_SIZE / kgroups tiles. A header made at load (gpu/mod.rs, `Kernel::header`) declares
+// WORKGROUP_SIZE, and `a`, `b`, `res` and `y` with their 4-wide loads and stores (vectors where
+// the rows of a conv's weight or the columns are a multiple of 4; `load_a(o, step)` reads
+// a[o], a[o + step], .. : rows are `step` apart, 1 in a conv's weight).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 
-var<workgroup> partial: array<vec4<f32>, WORKGROUP_SIZE>;
+// The partial sums of the four rows of each invocation: [row][invocation].
+var<workgroup> partial: array<vec4<f32>, 4 * WORKGROUP_SIZE>;
+
+// An invocation's tile: its sample, first row and first column.
+struct Tile { n: u32, r: u32, c: u32 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -27,40 +33,67 @@ fn main(
     let cols = pu(3u);
     let kgroups = pu(11u);
     let quads_per_row = pu(12u);
-    let quads = WORKGROUP_SIZE / kgroups;
-    let slot = l % quads;
-    let group = l / quads;
-    let quad = (wid.x + wid.y * nwg.x) * quads + slot;
-    // Invocations past the last quad take part in the barriers but load and store nothing.
-    let live = quad < pu(2u) * quads_per_row;
-    let r = quad / quads_per_row;
-    let c = (quad % quads_per_row) * 4u;
-    let n = wid.z;
-    let a0 = n * pu(6u) + r * pu(5u);
+    let per_group = WORKGROUP_SIZE / kgroups;
+    let slot = l % per_group;
+    let group = l / per_group;
+    let tile = (wid.x + wid.y * nwg.x) * per_group + slot;
+    // Invocations past the last tile take part in the barriers but load and store nothing.
+    let live = tile < pu(13u);
+    let t = Tile(wid.z, (tile / quads_per_row) * 4u, (tile % quads_per_row) * 4u);
+    let a_row = pu(5u);
+    let a0 = t.n * pu(6u) + t.r * a_row;
     let a_step = pu(4u);
-    let b0 = n * pu(7u) + c;
-    var acc = vec4<f32>(0.0);
+    let b0 = t.n * pu(7u) + t.c;
+    // acc0..acc3: rows r..r+3 at columns c..c+3.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     if (live) {
         for (var i = group; i < k; i += kgroups) {
-            acc += a[a0 + i * a_step] * load_b(b0 + i * cols);
+            let av = load_a(a0 + i * a_step, a_row);
+            let bv = load_b(b0 + i * cols);
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
         }
     }
-    partial[l] = acc;
+    partial[l] = acc0;
+    partial[WORKGROUP_SIZE + l] = acc1;
+    partial[2u * WORKGROUP_SIZE + l] = acc2;
+    partial[3u * WORKGROUP_SIZE + l] = acc3;
     workgroupBarrier();
     for (var half = kgroups / 2u; half > 0u; half /= 2u) {
         if (group < half) {
-            partial[l] += partial[l + half * quads];
+            let o = l + half * per_group;
+            partial[l] += partial[o];
+            partial[WORKGROUP_SIZE + l] += partial[WORKGROUP_SIZE + o];
+            partial[2u * WORKGROUP_SIZE + l] += partial[2u * WORKGROUP_SIZE + o];
+            partial[3u * WORKGROUP_SIZE + l] += partial[3u * WORKGROUP_SIZE + o];
         }
         workgroupBarrier();
     }
     if (group != 0u || !live) { return; }
-    let o = n * pu(0u) + r * cols + c;
+    finish(t, 0u, partial[l]);
+    finish(t, 1u, partial[WORKGROUP_SIZE + l]);
+    finish(t, 2u, partial[2u * WORKGROUP_SIZE + l]);
+    finish(t, 3u, partial[3u * WORKGROUP_SIZE + l]);
+}
+
+// Stores row t.r + dr at columns t.c.. (those inside the output) with the fused bias (by row or
+// by column), residual and clamp.
+fn finish(t: Tile, dr: u32, sum: vec4<f32>) {
+    let r = t.r + dr;
+    let cols = pu(3u);
+    if (r >= pu(2u)) { return; }
+    let o = t.n * pu(0u) + r * cols + t.c;
     let flags = pu(8u);
-    var v = partial[l];
+    var v = sum;
     if ((flags & 1u) != 0u) { v += vec4<f32>(bias[r]); }
     if ((flags & 4u) != 0u) {
-        v += vec4<f32>(bias[c], bias[c + 1u], bias[c + 2u], bias[c + 3u]);
+        v += vec4<f32>(bias[t.c], bias[t.c + 1u], bias[t.c + 2u], bias[t.c + 3u]);
     }
     if ((flags & 2u) != 0u) { v += load_res(o); }
-    store_y(o, clamp(v, vec4<f32>(pf(9u)), vec4<f32>(pf(10u))), min(4u, cols - c));
+    store_y(o, clamp(v, vec4<f32>(pf(9u)), vec4<f32>(pf(10u))), min(4u, cols - t.c));
 }
