@@ -54,6 +54,7 @@ fn fused(kernels: &[String], ops: &str) -> bool {
 }
 
 const WIDE: &str = "(64-channel tiles)";
+const FOUR_CHANNELS: &str = "(4 channels an invocation)";
 
 #[test]
 fn conv_dense_padded_strided_with_relu_and_relu6() {
@@ -61,6 +62,9 @@ fn conv_dense_padded_strided_with_relu_and_relu6() {
     if !k.is_empty() {
         assert_eq!(k.len(), 2, "{k:?}");
         assert!(fused(&k, "Conv+Relu") && fused(&k, "Conv+Clip"), "{k:?}");
+        // 4 outputs: four channels an invocation; 6: one.
+        let four: Vec<&String> = k.iter().filter(|k| k.contains(FOUR_CHANNELS)).collect();
+        assert!(four.len() == 1 && four[0].starts_with("conv1"), "{k:?}");
     }
 }
 
@@ -240,6 +244,19 @@ fn in_workgroup_sums_leave_batches_that_fill_the_gpu_to_the_tiled_kernel() {
     let mut cpu = load(&model_path("reduce_linear"), Backend::Cpu, 64).expect("tract loads");
     assert!(reduced(&gpu.kernels(64)), "{:?}", gpu.kernels(64));
     compare("reduce_linear", &mut cpu, &mut gpu, 64, 64);
+}
+
+#[test]
+fn grouped_and_dense_convs_four_channels_an_invocation() {
+    let k = check("conv_channels4");
+    if !k.is_empty() {
+        assert_eq!(k.len(), 2, "{k:?}");
+        assert!(k.iter().all(|k| k.contains(FOUR_CHANNELS)), "{k:?}");
+        assert!(
+            fused(&k, "Conv+Relu") && fused(&k, "Conv+Add+Clip"),
+            "{k:?}"
+        );
+    }
 }
 
 #[test]

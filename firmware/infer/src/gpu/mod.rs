@@ -23,7 +23,11 @@ const PARAM_BYTES: u64 = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kernel {
-    Conv,
+    /// `channels4`: an invocation computes four output channels (a group's outputs are a
+    /// multiple of 4), else one.
+    Conv {
+        channels4: bool,
+    },
     /// 64-channel tiles when `wide`; `vec_x` / `vec_w`: the input's pixels / the weight's
     /// output channels are a multiple of 4, so their 4-wide loads are single vector loads.
     Pointwise {
@@ -50,7 +54,7 @@ enum Kernel {
 impl Kernel {
     fn source(self) -> &'static str {
         match self {
-            Kernel::Conv => include_str!("wgsl/conv.wgsl"),
+            Kernel::Conv { .. } => include_str!("wgsl/conv.wgsl"),
             Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Reduce { .. } => include_str!("wgsl/reduce.wgsl"),
@@ -101,6 +105,9 @@ impl Kernel {
             format!("{}{store}", array(4, "res", vector))
         };
         match self {
+            Kernel::Conv { channels4 } => {
+                format!("const CB: u32 = {}u;\n", if channels4 { 4 } else { 1 })
+            }
             Kernel::Pointwise { wide, vec_x, vec_w } => format!(
                 "const TILE_C: u32 = {}u;\n{}{}{}",
                 if wide { 64 } else { 32 },
@@ -1085,8 +1092,11 @@ impl GpuPlan {
                     win,
                 } => {
                     let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
-                    // An invocation computes four neighbouring outputs of a row.
-                    let quads = cout * win.oh * win.ow.div_ceil(4);
+                    // An invocation computes four neighbouring outputs of a row, for four
+                    // channels where a group has a multiple of 4.
+                    let channels4 = (cout / group) % 4 == 0;
+                    let per = if channels4 { 4 } else { 1 };
+                    let quads = cout / per * win.oh * win.ow.div_ceil(4);
                     let mut p = window_params(total, win);
                     p.extend([
                         u(win.c / group),
@@ -1103,7 +1113,12 @@ impl GpuPlan {
                         residual.map_or(&dummy, buf),
                         out,
                     ];
-                    make(Kernel::Conv, &p, &bufs, quads, label)?
+                    let label = if channels4 {
+                        format!("{label} (4 channels an invocation)")
+                    } else {
+                        label
+                    };
+                    make(Kernel::Conv { channels4 }, &p, &bufs, quads, label)?
                 }
                 // Dispatched above, with the 1x1 convs.
                 StepKind::MatMul { .. } => continue,

@@ -339,3 +339,16 @@ save("reduce_convs", [
 save("reduce_linear", [
     N("Gemm", ["x", "wl", "bl"], ["y"], name="linear", transB=1),
 ], [520], [12], {"wl": w(12, 520, scale=0.05), "bl": w(12)})
+
+
+# Convs computing four output channels an invocation (a group's outputs a multiple of 4): a
+# grouped conv of 8 outputs a group (two blocks of four each) with bias and ReLU, then a dense
+# one with the residual Add and ReLU6 fused; 11 columns (a partial last quad).
+save("conv_channels4", [
+    N("Conv", ["x", "wg", "bg"], ["a"], name="grouped", group=2, pads=[1, 1, 1, 1]),
+    N("Relu", ["a"], ["b"], name="relu"),
+    N("Conv", ["b", "wd"], ["c"], name="dense", pads=[1, 1, 1, 1]),
+    N("Add", ["c", "b"], ["d"], name="residual"),
+    clip6("d", "y", "clip"),
+], [6, 9, 11], [16, 9, 11], {"wg": w(16, 3, 3, 3, scale=0.3), "bg": w(16),
+                             "wd": w(16, 16, 3, 3, scale=0.1), **six})
