@@ -52,6 +52,14 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// Its invocations a workgroup.
+    fn workgroup_size(self) -> u32 {
+        match self {
+            Kernel::Reduce { .. } => REDUCE_WORKGROUP as u32,
+            _ => WORKGROUP,
+        }
+    }
+
     fn source(self) -> &'static str {
         match self {
             Kernel::Conv { .. } => include_str!("wgsl/conv.wgsl"),
@@ -863,7 +871,7 @@ impl GpuPlan {
                 pipeline,
                 bind_group,
                 threads,
-                group: WORKGROUP,
+                group: kernel.workgroup_size(),
                 samples: 1,
                 label,
                 batches: 1..=max_batch,
@@ -910,7 +918,8 @@ impl GpuPlan {
             let total = g.values[s.out].len();
             // A 1x1 conv or a MatMul: one set of dispatches per range of batch sizes that split
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
-            // scratch buffer, which the SplitK kernel adds up before the fused epilogue.
+            // scratch buffer, which the SplitK kernel adds up before the fused epilogue, or with
+            // `SplitSums::Workgroup` is one reduce kernel that adds them in workgroup memory.
             if let Some(shape) = split_shape(&s.kind) {
                 // What every kernel of the step binds and fuses.
                 let (x, bias, residual, lo, hi) = match &s.kind {
@@ -988,7 +997,6 @@ impl GpuPlan {
                         };
                         let threads = workgroups * REDUCE_WORKGROUP;
                         let mut d = make(kernel, &p, &bufs, threads, name)?;
-                        d.group = REDUCE_WORKGROUP as u32;
                         d.batches = batches;
                         dispatches.push(d);
                         continue;
@@ -1673,7 +1681,7 @@ impl GpuPlan {
                     entries: &entries,
                 }),
                 threads: prep.crop * prep.crop,
-                group: WORKGROUP,
+                group: Kernel::Frame.workgroup_size(),
                 samples: 1,
                 label: "frame preprocessing [resize, crop, normalise]".into(),
                 batches: 1..=1,
