@@ -3,8 +3,8 @@
 # Vulkan driver (used for the H200 numbers in ../README.md). Prepare with prepare_gpu_check.sh
 # (the stripped lookupd and the fixture in .devcheck/, the Vulkan loader .debs in .gl/; carry
 # both). Writes to $OUT: commit its files under bench/results/<date>/ so that later sessions
-# can read the per-kernel times. At most 8 files come back: it writes 8
-# (6 with `quick`).
+# can read the per-kernel times. At most 8 files come back: it writes 6 (4 with `quick`), the
+# `--profile` reports as lines of profiles.jsonl.
 set -u
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -22,18 +22,23 @@ for b in 1 8 32; do
   timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 30 --backend gpu \
     --stream 8 2>/dev/null | tee -a $OUT/bench.jsonl
 done
+P=$OUT/profiles.jsonl
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
-  --profile > $OUT/bench_profile.json 2>/dev/null
+  --profile >> $P 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 32 --size 224x224 --iters 10 --backend gpu \
-  --profile > $OUT/bench_profile32.json 2>/dev/null
-# Split layers adding their sums within a workgroup (reduce.wgsl), against the default of a
-# second dispatch above: batches 1, 8 and 32, and the kernels at batch 1.
-for b in 1 8 32; do
-  timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 30 --backend gpu \
-    --stream 8 --split-sums workgroup 2>/dev/null | tee -a $OUT/bench.jsonl
+  --profile >> $P 2>/dev/null
+# Split layers adding their sums within a workgroup (reduce.wgsl), then also each depthwise
+# conv fused into the 1x1 conv after it (separable.wgsl), against the defaults above: batches
+# 1, 8 and 32, and the kernels at batch 1.
+for opts in "--split-sums workgroup" "--split-sums workgroup --fuse-depthwise" \
+    "--fuse-depthwise"; do
+  for b in 1 8 32; do
+    timeout 120 $B bench-model --model $M --batch $b --size 224x224 --iters 30 --backend gpu \
+      --stream 8 $opts 2>/dev/null | tee -a $OUT/bench.jsonl
+  done
+  timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
+    $opts --profile >> $P 2>/dev/null
 done
-timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 30 --backend gpu \
-  --split-sums workgroup --profile > $OUT/bench_profile_reduce.json 2>/dev/null
 # `gpu_check.sh quick`: only the above (a kernel change checked in a minute of device time).
 [ "${1:-}" = quick ] && exit 0
 # The 1x1 tiles compared (auto above): narrow 32-channel and wide 64-channel everywhere.
@@ -53,7 +58,7 @@ C=firmware/infer/bench/dispatch_chain.onnx
 timeout 120 $B bench-model --model $C --batch 1 --size 8x8 --iters 200 --backend gpu \
   2>/dev/null | tee -a $OUT/bench.jsonl
 timeout 120 $B bench-model --model $C --batch 1 --size 8x8 --iters 50 --backend gpu --profile \
-  > $OUT/chain_profile.json 2>/dev/null
+  >> $P 2>/dev/null
 timeout 120 $B bench-model --model $M --batch 1 --size 224x224 --iters 20 --backend cpu \
   2>/dev/null | tee -a $OUT/bench.jsonl
 # The peer on the same machine: PyTorch eager (timm's Lite0) at batches 1, 8 and 32.

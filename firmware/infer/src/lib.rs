@@ -146,6 +146,12 @@ pub struct GpuTuning {
     pub split_workgroups: usize,
     /// Where a split layer adds up its partial sums.
     pub split_sums: SplitSums,
+    /// Runs a depthwise conv and the 1x1 conv after it (an inverted-residual block's depthwise
+    /// and projection convs) as one kernel at the batches where the 1x1 conv's tiles do not fill
+    /// the GPU (`gpu/wgsl/separable.wgsl`): one dispatch fewer a block, and the depthwise output
+    /// never goes to memory. Needs 256-invocation workgroups with room for the depthwise
+    /// outputs of four pixels; layers it does not fit run unfused.
+    pub fuse_depthwise: bool,
 }
 
 impl Default for GpuTuning {
@@ -154,6 +160,7 @@ impl Default for GpuTuning {
             pointwise_tiles: PointwiseTiles::Auto,
             split_workgroups: 256,
             split_sums: SplitSums::Dispatch,
+            fuse_depthwise: false,
         }
     }
 }

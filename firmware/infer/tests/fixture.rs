@@ -108,3 +108,20 @@ fn fixture_on_gpu_with_sums_in_workgroups_matches_reference() {
         check(m, "gpu, sums in workgroups");
     }
 }
+
+/// With each depthwise conv fused into the 1x1 conv after it where that does not fill the GPU
+/// (`fuse_depthwise`) and the sums in workgroups: Lite0's blocks after the first at batch 1.
+#[test]
+fn fixture_on_gpu_with_depthwise_convs_fused_matches_reference() {
+    let tuning = GpuTuning {
+        split_sums: SplitSums::Workgroup,
+        fuse_depthwise: true,
+        ..GpuTuning::default()
+    };
+    if let Some(m) = load_gpu_tuned(&fixture_model(), 2, tuning) {
+        let k = m.kernels(1);
+        let fused = k.iter().filter(|k| k.contains("depthwise fused")).count();
+        assert!(fused >= 14, "{k:?}");
+        check(m, "gpu, depthwise convs fused");
+    }
+}

@@ -186,6 +186,7 @@ const IN_WORKGROUP: GpuTuning = GpuTuning {
     split_sums: SplitSums::Workgroup,
     pointwise_tiles: PointwiseTiles::Auto,
     split_workgroups: 256,
+    fuse_depthwise: false,
 };
 
 /// Whether every kernel of a split layer is one reduce kernel (no partial sums, no second
@@ -517,4 +518,68 @@ fn pack_bit_order_is_the_gallery_order() {
     let mut out = [0u8; 2];
     infer::pack_signs(&v, 16, &mut out);
     assert_eq!(out, [0b0000_1001, 0b1000_0010]);
+}
+
+const FUSE_DEPTHWISE: GpuTuning = GpuTuning {
+    fuse_depthwise: true,
+    ..IN_WORKGROUP
+};
+const DEPTHWISE_FUSED: &str = "(depthwise fused";
+
+#[test]
+fn depthwise_convs_run_inside_the_1x1_convs_after_them() {
+    let k = check_tuned("separable", FUSE_DEPTHWISE);
+    if k.is_empty() {
+        return;
+    }
+    // Three kernels for six convs; the 1x1 convs' channels in blocks: 4 quads of channels in
+    // 4 blocks (16 quads of pixels give half of 256 workgroups), 66 in 22, 3 in 3.
+    assert_eq!(k.len(), 3, "{k:?}");
+    for (kernel, blocks) in k.iter().zip([4, 22, 3]) {
+        let want = format!("{DEPTHWISE_FUSED}, channel blocks: {blocks})");
+        assert!(kernel.contains(&want), "{kernel}: {want}");
+    }
+    assert!(
+        k[0].starts_with("dw1 [Conv+Clip] + pw1 [Conv+Add]"),
+        "{k:?}"
+    );
+    assert!(fused(&k, "Conv+Clip"), "{k:?}");
+    // Lite0's block: expand, then the depthwise and projection convs in one kernel.
+    let k = check_tuned("inverted_residual", FUSE_DEPTHWISE);
+    assert_eq!(k.len(), 2, "{k:?}");
+    assert!(
+        k[1].contains(DEPTHWISE_FUSED) && fused(&k, "Conv+Add"),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn depthwise_convs_run_on_their_own_at_batches_that_fill_the_gpu() {
+    // A target of 8 workgroups: the first and last 1x1 convs (a tile a sample) fill half of it
+    // from batch 4, the second (9 tiles) at batch 1. Their blocks of channels: one for the
+    // first (16 quads of pixels), two for the last at batch 1 (2 quads of pixels), one from 2.
+    let tuning = GpuTuning {
+        split_workgroups: 8,
+        ..FUSE_DEPTHWISE
+    };
+    let Some(mut gpu) = load_gpu_tuned(&model_path("separable"), 5, tuning) else {
+        return;
+    };
+    let mut cpu = load(&model_path("separable"), Backend::Cpu, 5).expect("tract loads");
+    for batch in 1..=5 {
+        let k = gpu.kernels(batch);
+        let fused_kernels = k.iter().filter(|k| k.contains(DEPTHWISE_FUSED)).count();
+        let (kernels, fused_kernels_want) = if batch < 4 { (4, 2) } else { (6, 0) };
+        assert_eq!(
+            (k.len(), fused_kernels),
+            (kernels, fused_kernels_want),
+            "{k:?}"
+        );
+        if batch < 4 {
+            let last = if batch == 1 { 2 } else { 1 };
+            assert!(k[0].contains("channel blocks: 1)"), "{k:?}");
+            assert!(k[3].contains(&format!("channel blocks: {last})")), "{k:?}");
+        }
+        compare("separable", &mut cpu, &mut gpu, batch, 20 + batch as u64);
+    }
 }

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// workgroup (in the layer's own kernel; linear layers then take it at every batch).
     #[arg(long, default_value_t = GpuTuning::default().split_sums)]
     split_sums: SplitSums,
+    /// Run each depthwise conv and the 1x1 conv after it as one GPU kernel where the 1x1
+    /// conv's tiles do not fill the GPU (small batches, late layers), to compare.
+    #[arg(long)]
+    fuse_depthwise: bool,
     /// Threads of the CPU backend (0: every core).
     #[arg(long, default_value_t = LoadOptions::default().cpu_threads)]
     cpu_threads: usize,
@@ -185,6 +189,7 @@ struct BenchReport {
     pointwise_tiles: String,
     split_workgroups: usize,
     split_sums: String,
+    fuse_depthwise: bool,
     cpu_threads: usize,
     /// Median wall time of one batch: upload + run + read-back.
     ms_per_batch: f64,
@@ -236,6 +241,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             pointwise_tiles: args.pointwise_tiles,
             split_workgroups: args.split_workgroups,
             split_sums: args.split_sums,
+            fuse_depthwise: args.fuse_depthwise,
         },
         cpu_threads: args.cpu_threads,
     };
@@ -317,6 +323,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         pointwise_tiles: args.pointwise_tiles.to_string(),
         split_workgroups: args.split_workgroups,
         split_sums: args.split_sums.to_string(),
+        fuse_depthwise: args.fuse_depthwise,
         cpu_threads: args.cpu_threads,
         ms_per_batch: ms,
         img_per_s: args.batch as f64 * 1e3 / ms,

@@ -133,6 +133,30 @@ fn bench_model_reports_kernels_and_shared_memory_on_the_gpu() {
     assert!(total >= activations + constants, "{r}");
 }
 
+#[test]
+fn bench_model_fuses_depthwise_convs_when_asked() {
+    let path = model("inverted_residual");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--model", &path, "--iters", "1", "--backend", "gpu"];
+        args.extend_from_slice(extra);
+        bench_report(&args)
+    };
+    let (Some(plain), Some(fused)) = (run(&[]), run(&["--fuse-depthwise"])) else {
+        return;
+    };
+    // Expand, depthwise and project; the last two as one kernel.
+    assert_eq!(
+        (&plain["fuse_depthwise"], num(&plain, "gpu_kernels")),
+        (&serde_json::json!(false), 3.0),
+        "{plain}"
+    );
+    assert_eq!(
+        (&fused["fuse_depthwise"], num(&fused, "gpu_kernels")),
+        (&serde_json::json!(true), 2.0),
+        "{fused}"
+    );
+}
+
 fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
     (npy.shape().to_vec(), npy.into_vec().unwrap())

@@ -42,6 +42,14 @@ enum Kernel {
         vec_a: bool,
         vec: bool,
     },
+    /// A depthwise conv fused into the 1x1 conv after it (see `wgsl/separable.wgsl`): `vec_a`
+    /// and `vec` as for `Reduce` (the 1x1 conv's output channels, the pixels);
+    /// `dw_channels`: the depthwise outputs its workgroup memory holds.
+    Separable {
+        vec_a: bool,
+        vec: bool,
+        dw_channels: u32,
+    },
     Binary,
     Unary,
     Pool,
@@ -55,7 +63,7 @@ impl Kernel {
     /// Its invocations a workgroup.
     fn workgroup_size(self) -> u32 {
         match self {
-            Kernel::Reduce { .. } => REDUCE_WORKGROUP as u32,
+            Kernel::Reduce { .. } | Kernel::Separable { .. } => REDUCE_WORKGROUP as u32,
             _ => WORKGROUP,
         }
     }
@@ -66,6 +74,7 @@ impl Kernel {
             Kernel::Pointwise { .. } => include_str!("wgsl/pointwise.wgsl"),
             Kernel::SplitK => include_str!("wgsl/splitk.wgsl"),
             Kernel::Reduce { .. } => include_str!("wgsl/reduce.wgsl"),
+            Kernel::Separable { .. } => include_str!("wgsl/separable.wgsl"),
             Kernel::Binary => include_str!("wgsl/binary.wgsl"),
             Kernel::Unary => include_str!("wgsl/unary.wgsl"),
             Kernel::Pool => include_str!("wgsl/pool.wgsl"),
@@ -77,9 +86,9 @@ impl Kernel {
     }
 
     /// What the kernel's source needs declared before it: the 1x1 kernel's tile width; for
-    /// it and the reduce kernel the input arrays with their 4-wide loads, the residual and
-    /// output arrays with 4-wide loads and stores, as vectors or as four scalars (`vec_x`,
-    /// `vec`: the pixels or columns, which the output shares, are a multiple of 4).
+    /// it, the reduce and the separable kernels the input arrays with their 4-wide loads, the
+    /// residual and output arrays with 4-wide loads and stores, as vectors or as four scalars
+    /// (`vec_x`, `vec`: the pixels or columns, which the output shares, are a multiple of 4).
     fn header(self) -> String {
         let array = |binding: u32, name: &str, vector: bool| {
             let (ty, load) = if vector {
@@ -112,6 +121,23 @@ impl Kernel {
             };
             format!("{}{store}", array(4, "res", vector))
         };
+        // The reduce kernel's rows: four values `step` apart, one vector load where they are
+        // neighbours.
+        let rows = |vec_a: bool| {
+            let (ty, load_a) = if vec_a {
+                ("vec4<f32>", "a[o / 4u]")
+            } else {
+                (
+                    "f32",
+                    "vec4<f32>(a[o], a[o + step], a[o + 2u * step], a[o + 3u * step])",
+                )
+            };
+            format!(
+                "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n\
+                 @group(0) @binding(1) var<storage, read> a: array<{ty}>;\n\
+                 fn load_a(o: u32, step: u32) -> vec4<f32> {{ return {load_a}; }}\n"
+            )
+        };
         match self {
             Kernel::Conv { channels4 } => {
                 format!("const CB: u32 = {}u;\n", if channels4 { 4 } else { 1 })
@@ -124,23 +150,17 @@ impl Kernel {
                 output(vec_x),
             ),
             Kernel::Reduce { vec_a, vec } => {
-                // Four values `step` apart: one vector load where they are neighbours.
-                let (ty, load_a) = if vec_a {
-                    ("vec4<f32>", "a[o / 4u]")
-                } else {
-                    (
-                        "f32",
-                        "vec4<f32>(a[o], a[o + step], a[o + 2u * step], a[o + 3u * step])",
-                    )
-                };
-                format!(
-                    "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n\
-                     @group(0) @binding(1) var<storage, read> a: array<{ty}>;\n\
-                     fn load_a(o: u32, step: u32) -> vec4<f32> {{ return {load_a}; }}\n{}{}",
-                    array(2, "b", vec),
-                    output(vec)
-                )
+                format!("{}{}{}", rows(vec_a), array(2, "b", vec), output(vec))
             }
+            Kernel::Separable {
+                vec_a,
+                vec,
+                dw_channels,
+            } => format!(
+                "const DW_CHANNELS: u32 = {dw_channels}u;\n{}{}",
+                rows(vec_a),
+                output(vec)
+            ),
             _ => String::new(),
         }
     }
@@ -534,6 +554,9 @@ struct SplitShape {
     outputs: usize,
     /// A MatMul (which `SplitSums::Workgroup` runs as the reduce kernel at every batch).
     linear: bool,
+    /// A 1x1 conv that runs fused with the depthwise conv before it where a batch's tiles do
+    /// not fill the GPU (see `separable_pairs`): its quads of pixels and of output channels.
+    separable: Option<(usize, usize)>,
 }
 
 /// How a step runs at a range of batch sizes.
@@ -547,12 +570,15 @@ struct Split {
     /// Runs as the reduce kernel (`SplitSums::Workgroup`): its inputs shared out in one
     /// workgroup, not split among workgroups; then `splits` is 1.
     reduce: bool,
+    /// Runs fused with the depthwise conv before it (`wgsl/separable.wgsl`), its output
+    /// channels in this many blocks; then `splits` is 1.
+    fused: Option<usize>,
 }
 
 /// A step's tiles and split of its inputs for every batch from 1 to `max_batch`, as ranges of
-/// batches: a small batch splits the inputs of a late layer to fill the GPU, a large one needs
-/// no split (which saves the partial sums and their kernel); `Auto` takes wide tiles where they
-/// fill the GPU unsplit.
+/// batches: a small batch splits the inputs of a late layer to fill the GPU (or fuses the
+/// depthwise conv before it), a large one needs no split (which saves the partial sums and their
+/// kernel); `Auto` takes wide tiles where they fill the GPU unsplit.
 fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<Split> {
     let target = tuning.split_workgroups;
     let mut ranges: Vec<Split> = Vec::new();
@@ -566,14 +592,23 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
             });
         let workgroups = wide.unwrap_or(shape.workgroups) * batch;
         let (splits, chunk) = input_split(shape.k, workgroups, target);
-        let reduce = tuning.split_sums == SplitSums::Workgroup && (splits > 1 || shape.linear);
-        let (wide, splits, chunk) = if reduce {
+        let fused = shape
+            .separable
+            .filter(|_| !fills_gpu(shape.workgroups * batch, target))
+            .map(|(pixel_quads, row_quads)| {
+                separable_blocks(pixel_quads * batch, row_quads, target)
+            });
+        let reduce = fused.is_none()
+            && tuning.split_sums == SplitSums::Workgroup
+            && (splits > 1 || shape.linear);
+        let (wide, splits, chunk) = if reduce || fused.is_some() {
             (false, 1, shape.k)
         } else {
             (wide.is_some(), splits, chunk)
         };
+        let key = (wide, splits, chunk, reduce, fused);
         match ranges.last_mut() {
-            Some(r) if (r.wide, r.splits, r.chunk, r.reduce) == (wide, splits, chunk, reduce) => {
+            Some(r) if (r.wide, r.splits, r.chunk, r.reduce, r.fused) == key => {
                 r.batches = *r.batches.start()..=batch;
             }
             _ => ranges.push(Split {
@@ -582,6 +617,7 @@ fn input_splits(shape: SplitShape, max_batch: usize, tuning: GpuTuning) -> Vec<S
                 splits,
                 chunk,
                 reduce,
+                fused,
             }),
         }
     }
@@ -595,9 +631,10 @@ fn is_pointwise(win: &Window, group: usize) -> bool {
         && group == 1
 }
 
-/// The split shape of a 1x1 conv (32- or 64-channel x 64-pixel tiles) or a MatMul (one output
-/// per invocation); `None` for any other step.
-fn split_shape(kind: &StepKind) -> Option<SplitShape> {
+/// The split shape of a 1x1 conv (32- or 64-channel x 64-pixel tiles; `after_depthwise`: it may
+/// run fused with the depthwise conv before it) or a MatMul (one output per invocation); `None`
+/// for any other step.
+fn split_shape(kind: &StepKind, after_depthwise: bool) -> Option<SplitShape> {
     match kind {
         StepKind::Conv {
             cout, group, win, ..
@@ -611,6 +648,7 @@ fn split_shape(kind: &StepKind) -> Option<SplitShape> {
                 wide_workgroups: (*cout > 32).then(|| tiles(64)),
                 outputs: cout * npix,
                 linear: false,
+                separable: after_depthwise.then(|| (npix.div_ceil(4), cout.div_ceil(4))),
             })
         }
         StepKind::MatMul { rows, k, n, .. } => Some(SplitShape {
@@ -619,19 +657,108 @@ fn split_shape(kind: &StepKind) -> Option<SplitShape> {
             wide_workgroups: None,
             outputs: rows * n,
             linear: true,
+            separable: None,
         }),
         _ => None,
     }
 }
 
+/// The vec4s of workgroup memory of `wgsl/separable.wgsl` for a depthwise conv of `channels`:
+/// one a depthwise output, then four an invocation for its partial sums; rounded up to a
+/// multiple of the workgroup, so that few layers compile their own kernel (a power of two
+/// would not fit Lite0's 1152 channels in lavapipe's 32 KB).
+fn separable_channels(channels: usize) -> usize {
+    channels
+        .max(4 * REDUCE_WORKGROUP)
+        .next_multiple_of(REDUCE_WORKGROUP)
+}
+
+fn separable_shared_bytes(channels: usize) -> usize {
+    separable_channels(channels) * 16
+}
+
+/// The blocks of output channels a fused depthwise + 1x1 layer of `pixel_quads` a batch and
+/// `row_quads` dispatches (a workgroup for each quad of pixels and block): enough for about
+/// half of `target` workgroups, each block at most a quad of channels an invocation.
+fn separable_blocks(pixel_quads: usize, row_quads: usize, target: usize) -> usize {
+    let want = (target / 2)
+        .div_ceil(pixel_quads)
+        .max(row_quads.div_ceil(REDUCE_WORKGROUP))
+        .clamp(1, row_quads);
+    row_quads.div_ceil(row_quads.div_ceil(want))
+}
+
+/// The input groups of a block of `quads` (quads of output channels) over `channels` inputs in
+/// `wgsl/separable.wgsl`: as many as the workgroup holds beside the block, at most as many as
+/// the reduce kernel takes for the inputs (`reduce_groups`).
+fn separable_groups(quads: usize, channels: usize) -> usize {
+    (REDUCE_WORKGROUP / quads.next_power_of_two()).min(reduce_groups(channels))
+}
+
+/// The depthwise convs that run fused into the 1x1 conv after them (`wgsl/separable.wgsl`), as
+/// the 1x1 conv's step to the depthwise conv's: a depthwise conv (a channel a group, no
+/// residual, not itself 1x1) whose output only the next step reads, a 1x1 conv, and whose
+/// channels fit the adapter's `shared_bytes` of workgroup memory.
+fn separable_pairs(g: &Graph, shared_bytes: u32) -> HashMap<usize, usize> {
+    let root = |v: ValueId| g.values[v].root;
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for s in &g.steps {
+        for v in s.inputs() {
+            *readers.entry(root(v)).or_default() += 1;
+        }
+    }
+    let mut pairs = HashMap::new();
+    for (i, pair) in g.steps.windows(2).enumerate() {
+        let (
+            StepKind::Conv {
+                residual: None,
+                cout,
+                group,
+                win,
+                ..
+            },
+            StepKind::Conv {
+                x,
+                group: pw_group,
+                win: pw_win,
+                ..
+            },
+        ) = (&pair[0].kind, &pair[1].kind)
+        else {
+            continue;
+        };
+        let out = root(pair[0].out);
+        let depthwise = *group == win.c && *cout == win.c && !is_pointwise(win, *group);
+        let reads_it = root(*x) == out
+            && (pw_win.c, pw_win.h, pw_win.w) == (*cout, win.oh, win.ow)
+            && readers.get(&out) == Some(&1)
+            && out != root(g.output);
+        let fits = separable_shared_bytes(win.c) <= shared_bytes as usize;
+        if depthwise && is_pointwise(pw_win, *pw_group) && reads_it && fits {
+            pairs.insert(i + 1, i);
+        }
+    }
+    pairs
+}
+
 /// Assigns each stored value a buffer, reusing buffers whose values are dead: returns the buffer
-/// of each root value and each buffer's size in bytes.
-fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<u64>) {
+/// of each root value and each buffer's size in bytes. A fused depthwise conv's input lives
+/// until the 1x1 conv that reads it in its place (`pairs`, see `separable_pairs`).
+fn assign_buffers(
+    g: &Graph,
+    max_batch: usize,
+    pairs: &HashMap<usize, usize>,
+) -> (HashMap<ValueId, usize>, Vec<u64>) {
     let bytes = |v: ValueId| (g.values[v].len().max(1) * max_batch * 4) as u64;
     let root = |v: ValueId| g.values[v].root;
+    let reads = |i: usize| {
+        let mut v = g.steps[i].inputs();
+        v.extend(pairs.get(&i).map(|&dw| g.steps[dw].inputs()[0]));
+        v
+    };
     let mut last_use: HashMap<ValueId, usize> = HashMap::new();
-    for (i, s) in g.steps.iter().enumerate() {
-        for v in s.inputs() {
+    for i in 0..g.steps.len() {
+        for v in reads(i) {
             last_use.insert(root(v), i);
         }
     }
@@ -670,7 +797,7 @@ fn assign_buffers(g: &Graph, max_batch: usize) -> (HashMap<ValueId, usize>, Vec<
     for (i, s) in g.steps.iter().enumerate() {
         let out = root(s.out);
         slot_of.insert(out, take(bytes(out), &mut sizes, &mut free));
-        let mut dead: Vec<ValueId> = s.inputs().into_iter().map(root).collect();
+        let mut dead: Vec<ValueId> = reads(i).into_iter().map(root).collect();
         dead.push(out);
         dead.sort_unstable();
         dead.dedup();
@@ -694,9 +821,11 @@ impl GpuPlan {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let limits = device.limits();
-        let reduce_fits = limits.max_compute_invocations_per_workgroup >= REDUCE_WORKGROUP as u32
-            && limits.max_compute_workgroup_size_x >= REDUCE_WORKGROUP as u32
-            && limits.max_compute_workgroup_storage_size >= REDUCE_SHARED_BYTES;
+        let big_workgroups = limits.max_compute_invocations_per_workgroup
+            >= REDUCE_WORKGROUP as u32
+            && limits.max_compute_workgroup_size_x >= REDUCE_WORKGROUP as u32;
+        let reduce_fits =
+            big_workgroups && limits.max_compute_workgroup_storage_size >= REDUCE_SHARED_BYTES;
         let tuning = if tuning.split_sums == SplitSums::Workgroup && !reduce_fits {
             tracing::warn!(
                 "the adapter's workgroups are too small for the reduce kernel ({REDUCE_WORKGROUP} \
@@ -709,7 +838,25 @@ impl GpuPlan {
         } else {
             tuning
         };
-        let (slot_of, sizes) = assign_buffers(g, max_batch);
+        if tuning.fuse_depthwise && !big_workgroups {
+            tracing::warn!(
+                "the adapter's workgroups are too small for the fused depthwise kernel \
+                 ({REDUCE_WORKGROUP} invocations): depthwise convs run on their own"
+            );
+        }
+        let pairs = if tuning.fuse_depthwise && big_workgroups {
+            separable_pairs(g, limits.max_compute_workgroup_storage_size)
+        } else {
+            HashMap::new()
+        };
+        // The split shape of each 1x1 conv and MatMul, and how it runs at each batch.
+        let step_splits: Vec<Option<(SplitShape, Vec<Split>)>> = (0..g.steps.len())
+            .map(|si| {
+                split_shape(&g.steps[si].kind, pairs.contains_key(&si))
+                    .map(|shape| (shape, input_splits(shape, max_batch, tuning)))
+            })
+            .collect();
+        let (slot_of, sizes) = assign_buffers(g, max_batch, &pairs);
         let max_bind = limits.max_storage_buffer_binding_size;
         if let Some(big) = sizes.iter().find(|&&s| s > max_bind) {
             return Err(InferError::Device(format!(
@@ -761,15 +908,14 @@ impl GpuPlan {
             })
             .collect();
         // Partial sums of split 1x1 convs; they run one after another and share it.
-        let scratch_bytes = g
-            .steps
+        let scratch_bytes = step_splits
             .iter()
-            .filter_map(|s| split_shape(&s.kind))
-            .flat_map(|shape| {
-                input_splits(shape, max_batch, tuning)
-                    .into_iter()
+            .flatten()
+            .flat_map(|(shape, splits)| {
+                splits
+                    .iter()
                     .filter(|r| r.splits > 1)
-                    .map(move |r| (r.splits * shape.outputs * r.batches.end() * 4) as u64)
+                    .map(|r| (r.splits * shape.outputs * r.batches.end() * 4) as u64)
             })
             .max()
             .unwrap_or(0);
@@ -818,11 +964,10 @@ impl GpuPlan {
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(PARAM_BYTES);
         // A 1x1 conv or a MatMul takes one dispatch per range of batches, two where it splits
         // its inputs; any other step one; the pack kernel one.
-        let n_dispatch = 1 + g
-            .steps
+        let n_dispatch = 1 + step_splits
             .iter()
-            .map(|s| match split_shape(&s.kind) {
-                Some(shape) => input_splits(shape, max_batch, tuning)
+            .map(|splits| match splits {
+                Some((_, splits)) => splits
                     .iter()
                     .map(|r| if r.splits > 1 { 2 } else { 1 })
                     .sum(),
@@ -911,6 +1056,20 @@ impl GpuPlan {
             .collect();
         let f = f32::to_bits;
         let u = |x: usize| x as u32;
+        // The largest batch at which each fused depthwise conv runs inside the 1x1 conv after
+        // it: the batches from 1 that leave the GPU unfilled.
+        let fused_until: HashMap<usize, usize> = pairs
+            .iter()
+            .map(|(&pw, &dw)| {
+                let until = step_splits[pw]
+                    .iter()
+                    .flat_map(|(_, splits)| splits)
+                    .take_while(|r| r.fused.is_some())
+                    .last()
+                    .map_or(0, |r| *r.batches.end());
+                (dw, until)
+            })
+            .collect();
         let mut dispatches = Vec::with_capacity(g.steps.len());
         for (si, s) in g.steps.iter().enumerate() {
             let label = format!("{} [{}]", s.node, s.ops);
@@ -920,7 +1079,7 @@ impl GpuPlan {
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue, or with
             // `SplitSums::Workgroup` is one reduce kernel that adds them in workgroup memory.
-            if let Some(shape) = split_shape(&s.kind) {
+            if let Some((shape, splits)) = &step_splits[si] {
                 // What every kernel of the step binds and fuses.
                 let (x, bias, residual, lo, hi) = match &s.kind {
                     StepKind::Conv {
@@ -944,14 +1103,72 @@ impl GpuPlan {
                 };
                 let flags = u32::from(bias.is_some()) | (u32::from(residual.is_some()) << 1);
                 let (bias_buf, residual_buf) = (bias.unwrap_or(&dummy), residual.unwrap_or(&dummy));
-                for split in input_splits(shape, max_batch, tuning) {
+                for split in splits.iter().cloned() {
                     let Split {
                         batches,
                         wide,
                         splits,
                         chunk,
                         reduce,
+                        fused,
                     } = split;
+                    if let Some(blocks) = fused {
+                        let dw = &g.steps[pairs[&si]];
+                        let (
+                            StepKind::Conv {
+                                x: dw_x,
+                                weight: dw_weight,
+                                bias: dw_bias,
+                                lo: dw_lo,
+                                hi: dw_hi,
+                                win,
+                                ..
+                            },
+                            StepKind::Conv { cout, .. },
+                        ) = (&dw.kind, &s.kind)
+                        else {
+                            unreachable!("separable_pairs pairs convs")
+                        };
+                        let quads = cout.div_ceil(4).div_ceil(blocks);
+                        let kgroups = separable_groups(quads, win.c);
+                        let mut p = window_params(total, win);
+                        p.extend([
+                            u32::from(dw_bias.is_some()),
+                            f(*dw_lo),
+                            f(*dw_hi),
+                            u(*cout),
+                            flags,
+                            f(lo),
+                            f(hi),
+                            u(kgroups),
+                            u(quads),
+                            u(blocks),
+                        ]);
+                        let bufs = [
+                            &transposed[&si],
+                            buf(*dw_x),
+                            bias_buf,
+                            residual_buf,
+                            out,
+                            &consts[*dw_weight],
+                            dw_bias.map_or(&dummy, |b| &consts[b]),
+                        ];
+                        let npix = win.oh * win.ow;
+                        let kernel = Kernel::Separable {
+                            vec_a: cout % 4 == 0,
+                            vec: npix % 4 == 0,
+                            dw_channels: u(separable_channels(win.c)),
+                        };
+                        let name = format!(
+                            "{} [{}] + {label} (depthwise fused, channel blocks: {blocks})",
+                            dw.node, dw.ops
+                        );
+                        let threads = npix.div_ceil(4) * blocks * REDUCE_WORKGROUP;
+                        let mut d = make(kernel, &p, &bufs, threads, name)?;
+                        d.batches = batches;
+                        dispatches.push(d);
+                        continue;
+                    }
                     if reduce {
                         // (a, b, rows, columns, a's steps an input / a row / a sample, b's
                         // step a sample, the bias's flag: per row or per column): see
@@ -1194,7 +1411,15 @@ impl GpuPlan {
                     make(Kernel::Rows, &p, &bufs, *rows * WORKGROUP as usize, label)?
                 }
             };
-            dispatches.push(d);
+            // A depthwise conv runs on its own only at the batches where the 1x1 conv after it
+            // does not run it.
+            let first = fused_until.get(&si).map_or(1, |until| until + 1);
+            if first <= max_batch {
+                dispatches.push(Dispatch {
+                    batches: first..=max_batch,
+                    ..d
+                });
+            }
         }
 
         let in_len = g.values[g.input].len();

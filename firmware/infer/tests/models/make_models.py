@@ -352,3 +352,27 @@ save("conv_channels4", [
     clip6("d", "y", "clip"),
 ], [6, 9, 11], [16, 9, 11], {"wg": w(16, 3, 3, 3, scale=0.3), "bg": w(16),
                              "wd": w(16, 16, 3, 3, scale=0.1), **six})
+
+
+# Depthwise convs and the 1x1 convs after them, which `fuse_depthwise` runs as one kernel
+# (separable.wgsl): a 5x5 depthwise conv with bias and ReLU6 into a 1x1 conv with bias and the
+# residual Add (63 pixels: scalar loads and stores); a strided one (20 pixels: vectors) into 264
+# channels with ReLU6 (many blocks of channels); a strided 3x3 one without bias or activation on
+# those 264 channels into 10 (scalar weight loads, a partial quad of channels; 6 pixels).
+save("separable", [
+    N("Conv", ["x", "wd1", "bd1"], ["a"], name="dw1", group=16, pads=[2, 2, 2, 2]),
+    clip6("a", "b", "clip1"),
+    N("Conv", ["b", "wp1", "bp1"], ["c"], name="pw1"),
+    N("Add", ["c", "x"], ["d"], name="residual"),
+    N("Conv", ["d", "wd2", "bd2"], ["e"], name="dw2", group=16, pads=[2, 2, 2, 2], strides=[2, 2]),
+    clip6("e", "f", "clip2"),
+    N("Conv", ["f", "wp2", "bp2"], ["g"], name="pw2"),
+    clip6("g", "h", "clip3"),
+    N("Conv", ["h", "wd3"], ["i"], name="dw3", group=264, pads=[1, 1, 1, 1], strides=[2, 2]),
+    N("Conv", ["i", "wp3"], ["y"], name="pw3"),
+], [16, 9, 7], [10, 3, 2], {"wd1": w(16, 1, 5, 5, scale=0.2), "bd1": w(16),
+                            "wp1": w(16, 16, 1, 1, scale=0.3), "bp1": w(16),
+                            "wd2": w(16, 1, 5, 5, scale=0.2), "bd2": w(16),
+                            "wp2": w(264, 16, 1, 1, scale=0.3), "bp2": w(264),
+                            "wd3": w(264, 1, 3, 3, scale=0.3),
+                            "wp3": w(10, 264, 1, 1, scale=0.1), **six})
