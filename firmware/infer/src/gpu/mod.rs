@@ -122,7 +122,7 @@ impl Kernel {
             format!("{}{store}", array(4, "res", vector))
         };
         // The reduce kernel's rows: four values `step` apart, one vector load where they are
-        // neighbours.
+        // neighbours; and the sums over its input groups, which the separable kernel shares.
         let rows = |vec_a: bool| {
             let (ty, load_a) = if vec_a {
                 ("vec4<f32>", "a[o / 4u]")
@@ -135,7 +135,8 @@ impl Kernel {
             format!(
                 "const WORKGROUP_SIZE: u32 = {REDUCE_WORKGROUP}u;\n\
                  @group(0) @binding(1) var<storage, read> a: array<{ty}>;\n\
-                 fn load_a(o: u32, step: u32) -> vec4<f32> {{ return {load_a}; }}\n"
+                 fn load_a(o: u32, step: u32) -> vec4<f32> {{ return {load_a}; }}\n{}",
+                include_str!("wgsl/group_sums.wgsl")
             )
         };
         match self {

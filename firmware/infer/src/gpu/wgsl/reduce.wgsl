@@ -17,8 +17,8 @@
 // a[o], a[o + step], .. : rows are `step` apart, 1 in a conv's weight).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 
-// The partial sums of the four rows of each invocation: [row][invocation].
-var<workgroup> partial: array<vec4<f32>, 4 * WORKGROUP_SIZE>;
+// The partial sums of the four rows of each invocation: [row][invocation] (group_sums.wgsl).
+var<workgroup> scratch: array<vec4<f32>, 4 * WORKGROUP_SIZE>;
 
 // An invocation's tile: its sample, first row and first column.
 struct Tile { n: u32, r: u32, c: u32 }
@@ -59,26 +59,11 @@ fn main(
             acc3 += av.w * bv;
         }
     }
-    partial[l] = acc0;
-    partial[WORKGROUP_SIZE + l] = acc1;
-    partial[2u * WORKGROUP_SIZE + l] = acc2;
-    partial[3u * WORKGROUP_SIZE + l] = acc3;
-    workgroupBarrier();
-    for (var half = kgroups / 2u; half > 0u; half /= 2u) {
-        if (group < half) {
-            let o = l + half * per_group;
-            partial[l] += partial[o];
-            partial[WORKGROUP_SIZE + l] += partial[WORKGROUP_SIZE + o];
-            partial[2u * WORKGROUP_SIZE + l] += partial[2u * WORKGROUP_SIZE + o];
-            partial[3u * WORKGROUP_SIZE + l] += partial[3u * WORKGROUP_SIZE + o];
-        }
-        workgroupBarrier();
-    }
+    add_group_sums(l, group, per_group, kgroups, acc0, acc1, acc2, acc3);
     if (group != 0u || !live) { return; }
-    finish(t, 0u, partial[l]);
-    finish(t, 1u, partial[WORKGROUP_SIZE + l]);
-    finish(t, 2u, partial[2u * WORKGROUP_SIZE + l]);
-    finish(t, 3u, partial[3u * WORKGROUP_SIZE + l]);
+    for (var dr = 0u; dr < 4u; dr++) {
+        finish(t, dr, scratch[dr * WORKGROUP_SIZE + l]);
+    }
 }
 
 // Stores row t.r + dr at columns t.c.. (those inside the output) with the fused bias (by row or

@@ -5,7 +5,8 @@
 // neighbouring output pixels p..p+3 (flat over the rows) and a block of the 1x1 conv's output
 // channels:
 // 1. its invocations compute the depthwise conv at the four pixels for every channel, with its
-//    fused bias and clamp, into workgroup memory (`dw`: a vec4 of the four pixels a channel);
+//    fused bias and clamp, into workgroup memory (`scratch`: a vec4 of the four pixels a
+//    channel);
 // 2. then the 1x1 conv as reduce.wgsl does: an invocation computes 4 output channels x the 4
 //    pixels over the channels of its input group, the groups' sums are added by halving in
 //    workgroup memory (where the depthwise outputs were), then the 1x1 conv's fused bias,
@@ -14,7 +15,7 @@
 // A layer whose output channels come in several blocks (to give the GPU more workgroups) has
 // each block's workgroup compute step 1 again: arithmetic traded for parallelism.
 // A header made at load (gpu/mod.rs, `Kernel::header`) declares WORKGROUP_SIZE, DW_CHANNELS
-// (the room in `dw`), `a` (the 1x1 conv's weight as [cin][cout]) with `load_a`, and `res` and
+// (the room in `scratch`), `a` (the 1x1 conv's weight as [cin][cout]) with `load_a`, and `res` and
 // `y` with their 4-wide loads and stores (vectors where the pixels are a multiple of 4).
 //
 // Parameters: 0-13 the depthwise conv's window (`window_params`: the 1x1 conv's outputs a
@@ -28,8 +29,8 @@
 @group(0) @binding(7) var<storage, read> dw_bias: array<f32>;
 
 // The depthwise outputs, then the partial sums of the 1x1 conv's four channels of each
-// invocation (DW_CHANNELS is at least 4 x WORKGROUP_SIZE).
-var<workgroup> dw: array<vec4<f32>, DW_CHANNELS>;
+// invocation (group_sums.wgsl; DW_CHANNELS is at least 4 x WORKGROUP_SIZE).
+var<workgroup> scratch: array<vec4<f32>, DW_CHANNELS>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -43,7 +44,7 @@ fn main(
     let block = wid.x + wid.y * nwg.x;
     let p = (block / row_blocks) * 4u;
     for (var c = l; c < channels; c += WORKGROUP_SIZE) {
-        dw[c] = depthwise(n, c, p);
+        scratch[c] = depthwise(n, c, p);
     }
     workgroupBarrier();
     let cout = pu(17u);
@@ -63,35 +64,20 @@ fn main(
     if (live) {
         for (var i = group; i < channels; i += kgroups) {
             let av = load_a(i * cout + r, 1u);
-            let bv = dw[i];
+            let bv = scratch[i];
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;
             acc3 += av.w * bv;
         }
     }
-    // The depthwise outputs are read: their room holds the partial sums, [row][invocation].
+    // Every invocation has read the depthwise outputs: their room takes the partial sums.
     workgroupBarrier();
-    dw[l] = acc0;
-    dw[WORKGROUP_SIZE + l] = acc1;
-    dw[2u * WORKGROUP_SIZE + l] = acc2;
-    dw[3u * WORKGROUP_SIZE + l] = acc3;
-    workgroupBarrier();
-    for (var half = kgroups / 2u; half > 0u; half /= 2u) {
-        if (group < half) {
-            let o = l + half * per_group;
-            dw[l] += dw[o];
-            dw[WORKGROUP_SIZE + l] += dw[WORKGROUP_SIZE + o];
-            dw[2u * WORKGROUP_SIZE + l] += dw[2u * WORKGROUP_SIZE + o];
-            dw[3u * WORKGROUP_SIZE + l] += dw[3u * WORKGROUP_SIZE + o];
-        }
-        workgroupBarrier();
-    }
+    add_group_sums(l, group, per_group, kgroups, acc0, acc1, acc2, acc3);
     if (live && group == 0u) {
-        finish(n, r, p, dw[l]);
-        finish(n, r + 1u, p, dw[WORKGROUP_SIZE + l]);
-        finish(n, r + 2u, p, dw[2u * WORKGROUP_SIZE + l]);
-        finish(n, r + 3u, p, dw[3u * WORKGROUP_SIZE + l]);
+        for (var dr = 0u; dr < 4u; dr++) {
+            finish(n, r + dr, p, scratch[dr * WORKGROUP_SIZE + l]);
+        }
     }
 }
 
