@@ -42,6 +42,9 @@ fn main(
     let channels = pu(1u);
     let row_blocks = pu(23u);
     let block = wid.x + wid.y * nwg.x;
+    // A grid of over 65,535 workgroups has a partial last row (gpu/mod.rs `Dispatch`): those
+    // past the last block have nothing to do.
+    if (block >= ((pu(4u) * pu(5u) + 3u) / 4u) * row_blocks) { return; }
     let p = (block / row_blocks) * 4u;
     for (var c = l; c < channels; c += WORKGROUP_SIZE) {
         scratch[c] = depthwise(n, c, p);
