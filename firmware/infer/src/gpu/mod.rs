@@ -1079,7 +1079,8 @@ impl GpuPlan {
             // A 1x1 conv or a MatMul: one set of dispatches per range of batch sizes that split
             // the inputs alike (see `input_splits`); a split one writes partial sums into the
             // scratch buffer, which the SplitK kernel adds up before the fused epilogue, or with
-            // `SplitSums::Workgroup` is one reduce kernel that adds them in workgroup memory.
+            // `SplitSums::Workgroup` is one reduce kernel that adds them in workgroup memory; a
+            // 1x1 conv after a depthwise conv may instead run both (`fuse_depthwise`).
             if let Some((shape, splits)) = &step_splits[si] {
                 // What every kernel of the step binds and fuses.
                 let (x, bias, residual, lo, hi) = match &s.kind {
