@@ -26,6 +26,39 @@ use tract_onnx::tract_hir::internal::DimLike;
 pub use error::InferError;
 pub use frame::FramePrep;
 
+/// `FromStr` and `Display` of a settings enum by the names it has on command lines and in
+/// configs (`what` names the setting in the error, which lists the names).
+macro_rules! names {
+    ($ty:ident, $what:literal, $($variant:ident => $name:literal),+ $(,)?) => {
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(format!("{} `{s}`: expected {}", $what, one_of(&[$($name),+]))),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($ty::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
+/// "a, b or c".
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Which runtime executes the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -39,27 +72,7 @@ pub enum Backend {
     Cpu,
 }
 
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Backend::Auto),
-            "gpu" => Ok(Backend::Gpu),
-            "cpu" => Ok(Backend::Cpu),
-            _ => Err(format!("backend `{s}`: expected auto, gpu or cpu")),
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::Gpu => "gpu",
-            Backend::Cpu => "cpu",
-        })
-    }
-}
+names!(Backend, "backend", Auto => "auto", Gpu => "gpu", Cpu => "cpu");
 
 /// Which output tiles the GPU's 1x1 convs use (see `gpu/wgsl/pointwise.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,29 +88,13 @@ pub enum PointwiseTiles {
     Wide,
 }
 
-impl FromStr for PointwiseTiles {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(PointwiseTiles::Auto),
-            "narrow" => Ok(PointwiseTiles::Narrow),
-            "wide" => Ok(PointwiseTiles::Wide),
-            _ => Err(format!(
-                "pointwise tiles `{s}`: expected auto, narrow or wide"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for PointwiseTiles {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PointwiseTiles::Auto => "auto",
-            PointwiseTiles::Narrow => "narrow",
-            PointwiseTiles::Wide => "wide",
-        })
-    }
-}
+names!(
+    PointwiseTiles,
+    "pointwise tiles",
+    Auto => "auto",
+    Narrow => "narrow",
+    Wide => "wide"
+);
 
 /// Where a GPU layer whose outputs are too few to fill the GPU adds up the partial sums of its
 /// split inputs.
@@ -113,25 +110,12 @@ pub enum SplitSums {
     Workgroup,
 }
 
-impl FromStr for SplitSums {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dispatch" => Ok(SplitSums::Dispatch),
-            "workgroup" => Ok(SplitSums::Workgroup),
-            _ => Err(format!("split sums `{s}`: expected dispatch or workgroup")),
-        }
-    }
-}
-
-impl fmt::Display for SplitSums {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SplitSums::Dispatch => "dispatch",
-            SplitSums::Workgroup => "workgroup",
-        })
-    }
-}
+names!(
+    SplitSums,
+    "split sums",
+    Dispatch => "dispatch",
+    Workgroup => "workgroup"
+);
 
 /// How the GPU plan shapes its work; the defaults suit a big GPU. Other values are for
 /// comparing them (`bench-model`) and for tests.
@@ -769,5 +753,39 @@ impl Model {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_back_their_names_and_list_them_when_wrong() {
+        for b in [Backend::Auto, Backend::Gpu, Backend::Cpu] {
+            assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
+        }
+        for t in [
+            PointwiseTiles::Auto,
+            PointwiseTiles::Narrow,
+            PointwiseTiles::Wide,
+        ] {
+            assert_eq!(t.to_string().parse::<PointwiseTiles>(), Ok(t));
+        }
+        for s in [SplitSums::Dispatch, SplitSums::Workgroup] {
+            assert_eq!(s.to_string().parse::<SplitSums>(), Ok(s));
+        }
+        assert_eq!(
+            "vulkan".parse::<Backend>(),
+            Err("backend `vulkan`: expected auto, gpu or cpu".to_owned())
+        );
+        assert_eq!(
+            "Wide".parse::<PointwiseTiles>(),
+            Err("pointwise tiles `Wide`: expected auto, narrow or wide".to_owned())
+        );
+        assert_eq!(
+            "".parse::<SplitSums>(),
+            Err("split sums ``: expected dispatch or workgroup".to_owned())
+        );
     }
 }
