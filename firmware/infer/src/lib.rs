@@ -149,6 +149,17 @@ impl Default for GpuTuning {
     }
 }
 
+/// As `lookupd.toml`'s `[gpu]` keys: `pointwise_tiles=auto split_workgroups=256 ...`.
+impl fmt::Display for GpuTuning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pointwise_tiles={} split_workgroups={} split_sums={} fuse_depthwise={}",
+            self.pointwise_tiles, self.split_workgroups, self.split_sums, self.fuse_depthwise
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub backend: Backend,
@@ -368,6 +379,7 @@ impl Model {
                     adapter = plan.adapter(),
                     kernels = g.steps.len(),
                     bytes = plan.bytes(),
+                    tuning = %opts.tuning,
                     "GPU plan ready"
                 );
                 Engine::Gpu(Box::new(plan))

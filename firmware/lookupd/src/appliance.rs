@@ -149,8 +149,19 @@ impl Appliance {
     /// 5. the model loads on `runtime` (for batches up to `max_batch`) with the manifest's
     ///    input size, and its output width is the manifest's embedding width.
     ///
-    /// Each error names the file concerned.
+    /// Each error names the file concerned. The GPU plan takes the default tuning.
     pub fn open(dir: impl AsRef<Path>, runtime: infer::Backend, max_batch: usize) -> Result<Self> {
+        Self::open_tuned(dir, runtime, infer::GpuTuning::default(), max_batch)
+    }
+
+    /// [`Appliance::open`] with the GPU plan shaped by `tuning` (`[gpu]` of `lookupd.toml`;
+    /// `lookupd bench-model` compares tunings on the device).
+    pub fn open_tuned(
+        dir: impl AsRef<Path>,
+        runtime: infer::Backend,
+        tuning: infer::GpuTuning,
+        max_batch: usize,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         enrol::recover(&dir)?;
         let manifest = Manifest::open(&dir)?;
@@ -158,7 +169,7 @@ impl Appliance {
         let model_hash = parts::model_hash(&dir, &manifest)?;
         let gallery = parts::open_gallery(&dir, &manifest, &model_hash)?;
         let labels = skus::read(&dir, &gallery, &[])?;
-        let mut model = parts::load_model(&dir, &manifest, runtime, max_batch.max(1))?;
+        let mut model = parts::load_model(&dir, &manifest, runtime, tuning, max_batch.max(1))?;
         let preprocessor = Preprocessor::new(manifest.preprocess.clone())?;
         let frame_prep = frame_prep(&manifest);
         let searcher = Searcher::with_defaults().map_err(ApplianceError::Search)?;

@@ -20,6 +20,7 @@ pub struct RunConfig {
     pub motion: MotionSettings,
     pub led: LedSettings,
     pub lookup: LookupSettings,
+    pub gpu: GpuSettings,
     pub report: ReportSettings,
 }
 
@@ -124,6 +125,32 @@ impl Default for LookupSettings {
     }
 }
 
+/// `[gpu]`: how the GPU plan shapes its work (the gpu runtime only; see [`infer::GpuTuning`]).
+/// `lookupd bench-model` takes the same settings as flags, to find the fastest on the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuSettings {
+    /// `auto`, `narrow` or `wide`.
+    pub pointwise_tiles: String,
+    /// 0: never split.
+    pub split_workgroups: usize,
+    /// `dispatch` or `workgroup`.
+    pub split_sums: String,
+    pub fuse_depthwise: bool,
+}
+
+impl Default for GpuSettings {
+    fn default() -> Self {
+        let t = infer::GpuTuning::default();
+        Self {
+            pointwise_tiles: t.pointwise_tiles.to_string(),
+            split_workgroups: t.split_workgroups,
+            split_sums: t.split_sums.to_string(),
+            fuse_depthwise: t.fuse_depthwise,
+        }
+    }
+}
+
 /// `[report]`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -141,6 +168,7 @@ pub struct Checked {
     pub enroll_line: Option<GpioLine>,
     pub led_line: Option<GpioLine>,
     pub runtime: infer::Backend,
+    pub tuning: infer::GpuTuning,
     pub serial: Option<PathBuf>,
     pub debounce: Duration,
     pub blink: Duration,
@@ -230,6 +258,16 @@ impl RunConfig {
             .runtime
             .parse::<infer::Backend>()
             .map_err(|e| bad("lookup.runtime", e.to_string()))?;
+        let g = &self.gpu;
+        let tuning = infer::GpuTuning {
+            pointwise_tiles: g
+                .pointwise_tiles
+                .parse()
+                .map_err(|e| bad("gpu.pointwise_tiles", e))?,
+            split_workgroups: g.split_workgroups,
+            split_sums: g.split_sums.parse().map_err(|e| bad("gpu.split_sums", e))?,
+            fuse_depthwise: g.fuse_depthwise,
+        };
         let serial = (!self.report.serial.is_empty()).then(|| PathBuf::from(&self.report.serial));
         Ok(Checked {
             camera,
@@ -237,6 +275,7 @@ impl RunConfig {
             enroll_line,
             led_line,
             runtime,
+            tuning,
             serial,
             debounce: Duration::from_millis(self.trigger.debounce_ms),
             blink: Duration::from_millis(self.led.blink_ms),
@@ -266,7 +305,7 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_key() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 9] = [
             ("[camera]\nuri = \"rtsp://x\"", "camera.uri"),
             ("[camera]\nfps = 0", "camera.fps"),
             ("[camera]\npixel_format = \"nv12\"", "camera.pixel_format"),
@@ -274,6 +313,8 @@ mod tests {
             ("[trigger]\nspecs = []", "trigger.specs"),
             ("[lookup]\nk = 11", "lookup.k"),
             ("[led]\nline = \"gpiochip0\"", "led.line"),
+            ("[gpu]\npointwise_tiles = \"huge\"", "gpu.pointwise_tiles"),
+            ("[gpu]\nsplit_sums = \"Workgroup\"", "gpu.split_sums"),
         ];
         for (toml_text, key) in cases {
             let config: RunConfig = toml::from_str(toml_text).unwrap();

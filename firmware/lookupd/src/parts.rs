@@ -5,7 +5,7 @@ use std::path::Path;
 
 use bundle::{BundleError, GALLERY_FILE, LABELS_FILE, Manifest};
 use gallery::Gallery;
-use infer::{Backend, LoadOptions, Model};
+use infer::{Backend, GpuTuning, LoadOptions, Model};
 
 use crate::error::{ApplianceError, Result};
 
@@ -79,11 +79,13 @@ pub(crate) fn open_gallery(
 }
 
 /// Loads the model with the input size of the manifest and checks its interface against the
-/// manifest: input `3 x size x size`, an embedding of `embedding_dim` values.
+/// manifest: input `3 x size x size`, an embedding of `embedding_dim` values. `tuning` shapes
+/// the GPU plan (the gpu runtime only).
 pub(crate) fn load_model(
     dir: &Path,
     manifest: &Manifest,
     runtime: Backend,
+    tuning: GpuTuning,
     max_batch: usize,
 ) -> Result<Model> {
     let path = dir.join(&manifest.model.file);
@@ -92,6 +94,7 @@ pub(crate) fn load_model(
         backend: runtime,
         max_batch,
         input_hw: Some((side, side)),
+        tuning,
         ..LoadOptions::default()
     };
     let model = Model::load(&path, &options).map_err(|error| ApplianceError::Model {

@@ -64,7 +64,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
     let settings = config.check()?;
-    let mut appliance = Appliance::open(bundle_dir, settings.runtime, 1)?
+    let mut appliance = Appliance::open_tuned(bundle_dir, settings.runtime, settings.tuning, 1)?
         .with_max_distance(config.lookup.max_distance);
     // The GPU's frame buffers sized for the configured camera before the first lookup.
     appliance.warm_frames(config.camera.width, config.camera.height)?;

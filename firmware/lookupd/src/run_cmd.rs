@@ -84,6 +84,18 @@ pub struct RunArgs {
     /// [lookup] runtime: auto, gpu or cpu.
     #[arg(long)]
     runtime: Option<String>,
+    /// [gpu] pointwise_tiles: auto, narrow or wide.
+    #[arg(long)]
+    pointwise_tiles: Option<String>,
+    /// [gpu] split_workgroups (0: never split).
+    #[arg(long)]
+    split_workgroups: Option<usize>,
+    /// [gpu] split_sums: dispatch or workgroup.
+    #[arg(long)]
+    split_sums: Option<String>,
+    /// [gpu] fuse_depthwise: true or false.
+    #[arg(long)]
+    fuse_depthwise: Option<bool>,
     /// [report] serial: also write postcard frames (COBS) to this file or serial device.
     #[arg(long)]
     serial: Option<String>,
@@ -125,6 +137,10 @@ impl RunArgs {
             c.lookup.max_distance = self.max_distance;
         }
         set(&mut c.lookup.runtime, &self.runtime);
+        set(&mut c.gpu.pointwise_tiles, &self.pointwise_tiles);
+        set(&mut c.gpu.split_workgroups, &self.split_workgroups);
+        set(&mut c.gpu.split_sums, &self.split_sums);
+        set(&mut c.gpu.fuse_depthwise, &self.fuse_depthwise);
         set(&mut c.report.serial, &self.serial);
         Ok(c)
     }

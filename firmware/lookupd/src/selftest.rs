@@ -161,7 +161,7 @@ pub fn selftest(dir: impl AsRef<Path>, runtime: infer::Backend) -> SelfTestRepor
     };
     report.push("labels", labels.map_err(|e| e.to_string()));
 
-    let model = match parts::load_model(dir, &manifest, runtime, 1) {
+    let model = match parts::load_model(dir, &manifest, runtime, infer::GpuTuning::default(), 1) {
         Ok(m) => {
             report.backend = Some(m.backend().to_string());
             report.push(

@@ -141,7 +141,11 @@ fn write_script(root: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 fn print_config_shows_flags_over_the_file() {
     let b = build_bundle();
     let file = b.root.path().join("lookupd.toml");
-    std::fs::write(&file, "[camera]\nfps = 15\n[lookup]\nk = 2\n").unwrap();
+    std::fs::write(
+        &file,
+        "[camera]\nfps = 15\n[lookup]\nk = 2\n[gpu]\nsplit_sums = \"workgroup\"\n",
+    )
+    .unwrap();
     let out = lookupd()
         .args([
             "run",
@@ -150,6 +154,8 @@ fn print_config_shows_flags_over_the_file() {
             "--print-config",
             "--k",
             "7",
+            "--fuse-depthwise",
+            "true",
         ])
         .arg("--config")
         .arg(&file)
@@ -165,4 +171,69 @@ fn print_config_shows_flags_over_the_file() {
     assert_eq!(shown.camera.fps, 15);
     assert_eq!(shown.lookup.k, 7);
     assert_eq!(shown.camera.width, 640);
+    assert_eq!(shown.gpu.split_sums, "workgroup");
+    assert!(shown.gpu.fuse_depthwise);
+    assert_eq!(shown.gpu.pointwise_tiles, "auto");
+}
+
+/// `[gpu]` reaches the GPU plan: its log line names the tuning the file and flags give, and
+/// the lookup still names the item.
+#[test]
+fn gpu_settings_shape_the_plan() {
+    let b = build_bundle();
+    let frames = b.root.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    std::fs::copy(&b.items[3].png, frames.join("f.png")).unwrap();
+    let file = b.root.path().join("lookupd.toml");
+    std::fs::write(&file, "[gpu]\nsplit_workgroups = 64\n").unwrap();
+    let out = lookupd()
+        .env("LOOKUPD_LOG", "info")
+        .args(["run", "--bundle", &b.dir_arg(), "--runtime", "gpu"])
+        .args(["--camera", &format!("file://{}?step", frames.display())])
+        .args(["--trigger", "stdin", "--split-sums", "workgroup"])
+        .arg("--config")
+        .arg(&file)
+        .stdin(std::fs::File::open(write_script(&b.root, "\n")).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("no GPU adapter") && std::env::var_os("INFER_ALLOW_NO_GPU").is_some() {
+        eprintln!("SKIPPED: no GPU adapter");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "pointwise_tiles=auto split_workgroups=64 split_sums=workgroup fuse_depthwise=false"
+        ),
+        "{stderr}"
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event"], "started");
+    assert_eq!(lines[0]["backend"], "gpu");
+    let lookup = lines
+        .iter()
+        .find(|l| l["event"] == "lookup")
+        .expect("a lookup");
+    assert_eq!(lookup["hits"][0]["sku"], b.items[3].sku.as_str());
+}
+
+#[test]
+fn bad_gpu_settings_are_refused_naming_the_key() {
+    let b = build_bundle();
+    let out = lookupd()
+        .args(["run", "--bundle", &b.dir_arg(), "--runtime", "cpu"])
+        .args(["--trigger", "stdin", "--split-sums", "warp"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gpu.split_sums") && stderr.contains("expected dispatch or workgroup"),
+        "{stderr}"
+    );
 }
