@@ -632,17 +632,7 @@ impl Lowering<'_> {
                 let len = inner[1..].iter().product();
                 let mut out = vec![1; inner.len()];
                 out[0] = inner[0];
-                let kind = StepKind::Rows {
-                    op: RowOp::Mean,
-                    x,
-                    rows: inner[0],
-                    len,
-                    scale: None,
-                    bias: None,
-                };
-                let v = self.push(node, kind, out);
-                self.set_out(node, Sym::Act(v));
-                Ok(())
+                self.push_rows(node, RowOp::Mean, x, (inner[0], len), out)
             }
             "ReduceMean" | "ReduceSum" | "ReduceL2" | "ReduceSumSquare" => self.reduce(node),
             "LpNormalization" => self.lp_norm(node),
@@ -1263,17 +1253,7 @@ impl Lowering<'_> {
                 }
             })
             .collect();
-        let kind = StepKind::Rows {
-            op,
-            x,
-            rows,
-            len,
-            scale: None,
-            bias: None,
-        };
-        let v = self.push(node, kind, out);
-        self.set_out(node, Sym::Act(v));
-        Ok(())
+        self.push_rows(node, op, x, (rows, len), out)
     }
 
     fn lp_norm(&mut self, node: &pb::NodeProto) -> Result<(), InferError> {
@@ -1289,15 +1269,28 @@ impl Lowering<'_> {
         }
         let (rows, len) = self.rows_split(node, x, &[axis])?;
         let inner = self.inner(x).to_vec();
+        self.push_rows(node, RowOp::LpNormalize, x, (rows, len), inner)
+    }
+
+    /// A row op without scale or bias over `rows` rows of `len` values of `x`, its output of
+    /// shape `out` (after the batch).
+    fn push_rows(
+        &mut self,
+        node: &pb::NodeProto,
+        op: RowOp,
+        x: ValueId,
+        (rows, len): (usize, usize),
+        out: Vec<usize>,
+    ) -> Result<(), InferError> {
         let kind = StepKind::Rows {
-            op: RowOp::LpNormalize,
+            op,
             x,
             rows,
             len,
             scale: None,
             bias: None,
         };
-        let v = self.push(node, kind, inner);
+        let v = self.push(node, kind, out);
         self.set_out(node, Sym::Act(v));
         Ok(())
     }
