@@ -61,6 +61,15 @@ pub enum FlashError {
         slot: String,
         message: String,
     },
+    #[error(
+        "target {target}: another deploy or rollback holds its lock ({holder}); waited {waited} s. \
+         The lock ends with the process that holds it: try again once that one is done"
+    )]
+    Locked {
+        target: String,
+        holder: String,
+        waited: f64,
+    },
     #[error("target {target}: state.toml: {message}")]
     State { target: String, message: String },
 }

@@ -4,13 +4,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use flash::archive::{PackOptions, pack};
 use flash::build::{HOST_TARGET, build_lookupd, workspace_root};
 use flash::keys::{keygen, load_private};
-use flash::slots::{DeployOptions, DeployReport, StatusReport, deploy, rollback, status};
+use flash::slots::{DeployOptions, DeployReport, Limits, StatusReport, deploy, rollback, status};
 use flash::target::{TargetSpec, Transport};
 
 #[derive(Debug, Parser)]
@@ -22,6 +23,26 @@ struct Cli {
     ssh_arg: Vec<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How long deploy and rollback wait on the target.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Seconds the self-test may run on the target before it is killed and counts as failed.
+    #[arg(long, default_value_t = Limits::default().selftest_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    selftest_timeout: u64,
+    /// Seconds to wait for another deploy or rollback of the target to finish (its lock).
+    #[arg(long, default_value_t = Limits::default().lock_wait.as_secs())]
+    lock_wait: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            selftest_timeout: Duration::from_secs(self.selftest_timeout),
+            lock_wait: Duration::from_secs(self.lock_wait),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +87,8 @@ enum Command {
         /// Print the outcome as one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Both slots, their versions and hashes, which is active, the last outcome.
     Status {
@@ -80,6 +103,8 @@ enum Command {
         target: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
 }
 
@@ -160,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trust_key,
             dry_run,
             json,
+            limits,
         } => {
             let t = connect(&target, &cli.ssh_arg)?;
             let report = deploy(
@@ -169,6 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     trust_key: trust_key.as_deref(),
                     dry_run,
                     progress: progress && !json,
+                    limits: limits.limits(),
                 },
             )
             .with_context(|| format!("deploying {} to {target}", archive.display()))?;
@@ -190,9 +217,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_status(&report);
             }
         }
-        Command::Rollback { target, json } => {
+        Command::Rollback {
+            target,
+            json,
+            limits,
+        } => {
             let t = connect(&target, &cli.ssh_arg)?;
-            let report = rollback(t.as_ref()).with_context(|| format!("rolling back {target}"))?;
+            let report = rollback(t.as_ref(), limits.limits())
+                .with_context(|| format!("rolling back {target}"))?;
             if json {
                 print_json(&report)?;
             } else {

@@ -6,6 +6,7 @@
 //! PATH/current            symlink to slots/a or slots/b: what the device runs
 //! PATH/slots/{a,b}/       flash-manifest.toml, flash-manifest.sig, bundle/*, bin/lookupd
 //! PATH/arch               optional, dir targets only: the `uname -m` name of the device
+//! PATH/flash.lock         locked (flock) while a deploy or rollback runs; names its holder
 //! ```
 //!
 //! A slot is complete when its signed manifest verifies against `trusted.pub` and every file's
@@ -20,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,7 @@ use crate::error::{FlashError, Result};
 use crate::fault;
 use crate::keys::{PublicKey, load_public};
 use crate::progress::bytes_bar;
-use crate::target::{SelftestRun, Transport};
+use crate::target::{SelftestRun, TargetLock, Transport, lock_holder};
 
 /// The trusted public key on the target.
 pub const TRUSTED_KEY: &str = "trusted.pub";
@@ -324,6 +326,24 @@ pub struct DeployReport {
     pub message: String,
 }
 
+/// How long a deploy or rollback waits on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A self-test still running after this long is killed and fails (and is rolled back).
+    pub selftest_timeout: Duration,
+    /// How long to wait for another deploy or rollback's lock on the target.
+    pub lock_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            selftest_timeout: Duration::from_secs(300),
+            lock_wait: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What `deploy` needs.
 #[derive(Debug)]
 pub struct DeployOptions<'a> {
@@ -332,12 +352,19 @@ pub struct DeployOptions<'a> {
     pub trust_key: Option<&'a Path>,
     pub dry_run: bool,
     pub progress: bool,
+    pub limits: Limits,
+}
+
+/// Takes the target's lock for `action` (see [`crate::target::LOCK_FILE`]).
+fn lock(t: &dyn Transport, action: &str, limits: Limits) -> Result<TargetLock> {
+    t.lock(&lock_holder(action), limits.lock_wait)
 }
 
 /// Verifies the archive against the target's key and architecture, then (unless dry-run) writes
 /// the inactive slot, reads it back, switches, self-tests, and rolls back on failure. Every
 /// refusal happens before the target changes. A failed self-test is an `Ok` report with
-/// `ok: false`; errors are for everything else.
+/// `ok: false`; errors are for everything else. Unless dry-run, it holds the target's lock from
+/// the archive's verification on.
 pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
     // 1. The key: the target's, or the one offered for a first deploy.
     let installed = trusted_key(t)?;
@@ -382,6 +409,11 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
         });
     }
     tracing::info!(version = %archive.manifest.version, target = %t.name(), "archive verified");
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock(t, "deploy", opts.limits)?)
+    };
 
     // 3. Where things stand.
     let mut state = read_state(t)?;
@@ -502,7 +534,14 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
         outcome: "trying".into(),
         at_unix: now_unix(),
     };
-    let run = trial(t, &mut state, current, slot, record, "deploy")?;
+    let run = trial(
+        t,
+        &mut state,
+        (current, slot),
+        record,
+        "deploy",
+        opts.limits.selftest_timeout,
+    )?;
     report.ok = run.passed;
     report.rolled_back = !run.passed;
     report.result = if run.passed { "passed" } else { "failed" }.into();
@@ -556,10 +595,10 @@ fn write_slot(
 fn trial(
     t: &dyn Transport,
     state: &mut State,
-    from: Option<Slot>,
-    to: Slot,
+    (from, to): (Option<Slot>, Slot),
     mut record: SlotRecord,
     action: &str,
+    selftest_timeout: Duration,
 ) -> Result<SelftestRun> {
     state.trying = Some(to);
     state.slots.insert(to, record.clone());
@@ -570,7 +609,7 @@ fn trial(
     tracing::info!(slot = %to, "switched; running the self-test");
 
     fault::point("selftest");
-    let run = t.selftest(&to.dir())?;
+    let run = t.selftest(&to.dir(), selftest_timeout)?;
     fault::point("selftest");
     if !run.passed {
         tracing::error!(slot = %to, output = %run.output, "self-test failed");
@@ -672,14 +711,16 @@ pub struct RollbackReport {
 }
 
 /// Switches `current` to the other slot if that slot verifies (signature and every hash) and
-/// passes the self-test there; otherwise leaves or puts `current` back.
-pub fn rollback(t: &dyn Transport) -> Result<RollbackReport> {
+/// passes the self-test there; otherwise leaves or puts `current` back. Holds the target's
+/// lock once it has found its key.
+pub fn rollback(t: &dyn Transport, limits: Limits) -> Result<RollbackReport> {
     let key = trusted_key(t)?.ok_or_else(|| FlashError::Untrusted {
         message: format!(
             "target {} has no {TRUSTED_KEY}; nothing was deployed",
             t.name()
         ),
     })?;
+    let _lock = lock(t, "rollback", limits)?;
     let mut state = read_state(t)?;
     let mut current = current_slot(t)?;
     let recovered = state.trying.is_some();
@@ -718,7 +759,14 @@ pub fn rollback(t: &dyn Transport) -> Result<RollbackReport> {
         outcome: "trying".into(),
         at_unix: now_unix(),
     };
-    let run = trial(t, &mut state, current, to, record, "rollback")?;
+    let run = trial(
+        t,
+        &mut state,
+        (current, to),
+        record,
+        "rollback",
+        limits.selftest_timeout,
+    )?;
     let message = if run.passed {
         format!("slot {to} is active and passed the self-test")
     } else {

@@ -4,9 +4,10 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -18,6 +19,11 @@ use crate::error::{FlashError, Result};
 /// Environment variable with extra arguments for every `ssh` call, split at whitespace
 /// (`-i KEY -o StrictHostKeyChecking=no ...`).
 pub const SSH_OPTIONS_ENV: &str = "FLASH_SSH_OPTIONS";
+
+/// The file a deploy or rollback holds locked (flock) on the target, so that two never run at
+/// once; the lock goes with the process that holds it, however that ends. While held, it names
+/// the holder.
+pub const LOCK_FILE: &str = "flash.lock";
 
 /// Where a deploy goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +196,67 @@ pub struct SelftestRun {
     pub output: String,
 }
 
+/// The target's lock, held until dropped (see [`LOCK_FILE`]).
+#[derive(Debug)]
+pub struct TargetLock {
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// The locked file (a dir target).
+    File(File),
+    /// The ssh session whose remote shell holds the lock while its stdin stays open.
+    Session(Child),
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        match &mut self.held {
+            // Emptied: a free lock names no holder. (Closing the file would release it too.)
+            Held::File(file) => {
+                let _ = file.set_len(0);
+                let _ = file.unlock();
+            }
+            Held::Session(child) => {
+                // The end of its input ends the remote shell, which releases the lock.
+                drop(child.stdin.take());
+                finish_or_kill(child, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Waits up to `grace` for `child` to exit, then kills it.
+fn finish_or_kill(child: &mut Child, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
+/// Who holds a lock: written into [`LOCK_FILE`], shown to the next one that finds it held.
+pub fn lock_holder(action: &str) -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let user = std::env::var("USER").unwrap_or_default();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "flash {action}, pid {} of {user}@{}, since unix time {since}",
+        std::process::id(),
+        host.trim()
+    )
+}
+
 /// The operations a deploy needs on a target; paths are relative to the target's root.
 pub trait Transport: fmt::Debug {
     /// The target as the user named it.
@@ -220,8 +287,38 @@ pub trait Transport: fmt::Debug {
     /// Points symlink `rel` at `dest` atomically: a new symlink `rel.tmp`, renamed over `rel`,
     /// directory synced. `between` is called between the two (the fault-injection point).
     fn switch_link(&self, rel: &str, dest: &str, between: &mut dyn FnMut()) -> Result<()>;
-    /// Runs `<slot>/bin/lookupd selftest --bundle <slot>/bundle --json` on the target.
-    fn selftest(&self, slot: &str) -> Result<SelftestRun>;
+    /// Runs `<slot>/bin/lookupd selftest --bundle <slot>/bundle --json` on the target; one
+    /// still running after `timeout` is killed and fails.
+    fn selftest(&self, slot: &str, timeout: Duration) -> Result<SelftestRun>;
+    /// Locks the target for a deploy or rollback (see [`LOCK_FILE`]), waiting up to `wait` for
+    /// another holder; `holder` says who takes it.
+    fn lock(&self, holder: &str, wait: Duration) -> Result<TargetLock>;
+}
+
+/// What a self-test killed after `timeout` says, after the output it gave.
+fn timed_out(output: &str, timeout: Duration) -> String {
+    format!(
+        "{output}\nthe self-test did not finish within {} s and was killed",
+        timeout.as_secs_f64()
+    )
+}
+
+/// The bytes of `reader` until its end, keeping only the last `max` of them (a self-test that
+/// floods its output must not fill this machine's memory).
+fn read_tail(mut reader: impl Read, max: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                kept.extend_from_slice(&chunk[..n]);
+                if kept.len() > 2 * max {
+                    kept.drain(..kept.len() - max);
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the last `max` bytes of `text`, on a character boundary.
@@ -246,6 +343,16 @@ impl DirTarget {
     fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
+
+    fn require_root(&self) -> Result<()> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        Err(FlashError::Target {
+            target: self.name(),
+            message: "not a directory (create it, or mount the device's filesystem there)".into(),
+        })
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -262,13 +369,7 @@ impl Transport for DirTarget {
     /// The `arch` file at the root when there is one (a mounted device filesystem says what
     /// it is for), else this machine's architecture.
     fn arch(&self) -> Result<String> {
-        if !self.root.is_dir() {
-            return Err(FlashError::Target {
-                target: self.name(),
-                message: "not a directory (create it, or mount the device's filesystem there)"
-                    .into(),
-            });
-        }
+        self.require_root()?;
         match self.read("arch")? {
             Some(bytes) => Ok(normalize_arch(&String::from_utf8_lossy(&bytes))),
             None => Ok(normalize_arch(std::env::consts::ARCH)),
@@ -373,35 +474,115 @@ impl Transport for DirTarget {
     }
 
     /// Runs the slot's binary on this machine: a dir target of another architecture needs
-    /// binfmt (QEMU) here for its self-test to pass.
-    fn selftest(&self, slot: &str) -> Result<SelftestRun> {
+    /// binfmt (QEMU) here for its self-test to pass. It runs in a process group of its own,
+    /// killed whole at the timeout.
+    fn selftest(&self, slot: &str, timeout: Duration) -> Result<SelftestRun> {
+        use std::os::unix::process::CommandExt;
         let dir = self.path(slot);
         let binary = dir.join(crate::archive::LOOKUPD_MEMBER);
-        let out = Command::new(&binary)
+        let spawned = Command::new(&binary)
             .arg("selftest")
             .arg("--bundle")
             .arg(dir.join(crate::archive::BUNDLE_DIR))
             .arg("--json")
             .stdin(Stdio::null())
-            .output();
-        Ok(match out {
-            Ok(out) => SelftestRun {
-                passed: out.status.success(),
-                exit_code: out.status.code(),
-                output: tail(
-                    &format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
-                    4000,
-                ),
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                return Ok(SelftestRun {
+                    passed: false,
+                    exit_code: None,
+                    output: format!("cannot run {}: {e}", binary.display()),
+                });
+            }
+        };
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        ]
+        .map(|r| r.map(|r| std::thread::spawn(move || read_tail(r, 4000))));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    // The whole group: a child it started must not keep running, nor hold
+                    // the output pipes open.
+                    // SAFETY: killpg takes plain integers; the group is the child's own
+                    // (process_group(0)), which is not reaped yet, so its id is not reused.
+                    unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let output: Vec<u8> = readers
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.join().unwrap_or_default())
+            .collect();
+        let output = tail(&String::from_utf8_lossy(&output), 4000);
+        Ok(match status {
+            Some(status) => SelftestRun {
+                passed: status.success(),
+                exit_code: status.code(),
+                output,
             },
-            Err(e) => SelftestRun {
+            None => SelftestRun {
                 passed: false,
                 exit_code: None,
-                output: format!("cannot run {}: {e}", binary.display()),
+                output: timed_out(&output, timeout),
             },
+        })
+    }
+
+    fn lock(&self, holder: &str, wait: Duration) -> Result<TargetLock> {
+        self.require_root()?;
+        let path = self.path(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| FlashError::io(&path, e))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut held_by = String::new();
+                    let _ = file.read_to_string(&mut held_by);
+                    return Err(FlashError::Locked {
+                        target: self.name(),
+                        holder: held_by.trim().to_owned(),
+                        waited: wait.as_secs_f64(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(FlashError::io(&path, e)),
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| file.write_all(format!("{holder}\n").as_bytes()))
+            .map_err(|e| FlashError::io(&path, e))?;
+        Ok(TargetLock {
+            held: Held::File(file),
         })
     }
 }
@@ -644,13 +825,20 @@ impl Transport for SshTarget {
         .map(drop)
     }
 
-    fn selftest(&self, slot: &str) -> Result<SelftestRun> {
+    /// coreutils' timeout(1) ends the self-test (TERM, then KILL 5 s later); only the tail of
+    /// its output comes back, its exit code through a temporary file (POSIX sh has no
+    /// pipefail).
+    fn selftest(&self, slot: &str, timeout: Duration) -> Result<SelftestRun> {
         let dir = self.path(slot);
         let script = format!(
-            "{} selftest --bundle {} --json 2>&1",
+            "st=$(mktemp) || exit 1; \
+             {{ timeout -k 5 {} {} selftest --bundle {} --json 2>&1; echo $? > \"$st\"; }} \
+             | tail -c 4000; code=$(cat \"$st\"); rm -f \"$st\"; exit \"$code\"",
+            timeout.as_secs().max(1),
             sh_quote(&format!("{dir}/{}", crate::archive::LOOKUPD_MEMBER)),
             sh_quote(&format!("{dir}/{}", crate::archive::BUNDLE_DIR))
         );
+        let started = Instant::now();
         let out = self
             .command(&script)
             .stdin(Stdio::null())
@@ -666,11 +854,84 @@ impl Transport for SshTarget {
                 ),
             ));
         }
+        let output = tail(&String::from_utf8_lossy(&out.stdout), 4000);
+        // timeout(1) exits 124 when it ended the self-test, 137 when that took a KILL.
+        if matches!(code, Some(124 | 137)) && started.elapsed() >= timeout {
+            return Ok(SelftestRun {
+                passed: false,
+                exit_code: None,
+                output: timed_out(&output, timeout),
+            });
+        }
         Ok(SelftestRun {
             passed: out.status.success(),
             exit_code: code,
-            output: tail(&String::from_utf8_lossy(&out.stdout), 4000),
+            output,
         })
+    }
+
+    /// flock(1) of util-linux takes the lock on a descriptor of the remote shell, which then
+    /// waits for the end of this session's input: when this process ends, however it ends,
+    /// the session and the lock end with it.
+    fn lock(&self, holder: &str, wait: Duration) -> Result<TargetLock> {
+        let lock = sh_quote(&self.path(LOCK_FILE));
+        let wait_flag = match wait.as_secs() {
+            0 => "-n".to_owned(),
+            s => format!("-w {s}"),
+        };
+        let script = format!(
+            "command -v flock >/dev/null 2>&1 || {{ echo no-flock; exit 0; }}; \
+             mkdir -p {} && exec 9>>{lock} || exit 3; \
+             if flock {wait_flag} 9; then printf '%s\\n' {} > {lock}; echo locked; cat >/dev/null; : > {lock}; \
+             else echo busy; cat {lock}; fi",
+            sh_quote(&self.root),
+            sh_quote(holder)
+        );
+        let mut child = self
+            .command(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                self.fail(
+                    "lock",
+                    format!("cannot run ssh: {e} (is OpenSSH installed?)"),
+                )
+            })?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        match first.trim() {
+            "locked" => Ok(TargetLock {
+                held: Held::Session(child),
+            }),
+            "busy" => {
+                let mut held_by = String::new();
+                let _ = stdout.read_to_string(&mut held_by);
+                let _ = child.wait();
+                Err(FlashError::Locked {
+                    target: self.spec.clone(),
+                    holder: held_by.trim().to_owned(),
+                    waited: wait.as_secs_f64(),
+                })
+            }
+            "no-flock" => {
+                let _ = child.wait();
+                Err(self.fail(
+                    "lock",
+                    "no flock(1) there (util-linux), which keeps two deploys from running at once",
+                ))
+            }
+            _ => {
+                drop(child.stdin.take());
+                let stderr = child
+                    .wait_with_output()
+                    .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+                    .unwrap_or_default();
+                Err(self.fail("lock", format!("ssh or the remote shell failed: {stderr}")))
+            }
+        }
     }
 }
 
