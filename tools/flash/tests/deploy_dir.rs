@@ -178,3 +178,86 @@ fn deploy_update_resume_dry_run_status_rollback_and_a_failing_selftest() {
     assert!(all.contains("rolled back to slot b"), "{all}");
     let _ = &f.dir;
 }
+
+/// A deploy or rollback while another holds the target's lock waits `--lock-wait` seconds,
+/// then fails naming the holder and changes nothing; a self-test that never ends is killed at
+/// `--selftest-timeout` with everything it started, fails, and is rolled back.
+#[test]
+fn a_held_lock_and_an_endless_selftest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keys(dir.path(), "main");
+    let bundle = dir.path().join("bundle");
+    bundle_fixture::build_bundle(&bundle, "v1");
+    let good = dir.path().join("good.flash");
+    pack(&bundle, &private, &stub_lookupd(true), "good", &good);
+    let endless = dir.path().join("endless.flash");
+    pack(
+        &bundle,
+        &private,
+        &endless_lookupd(dir.path()),
+        "endless",
+        &endless,
+    );
+    let root = dir.path().join("device");
+    fs::create_dir_all(&root).unwrap();
+    let target = format!("dir:{}", root.display());
+    let r = deploy(&good, &target, &["--trust-key", public.to_str().unwrap()]);
+    assert_eq!(r["ok"], true, "{r:#}");
+
+    let state = fs::read_to_string(root.join("state.toml")).unwrap();
+    {
+        let _held = hold_lock(&root, "flash deploy, pid 1 of test@bench");
+        let started = std::time::Instant::now();
+        for args in [
+            vec!["deploy", endless.to_str().unwrap(), "--to", &target],
+            vec!["rollback", "--to", &target],
+        ] {
+            let mut args = args;
+            args.extend(["--lock-wait", "1", "--selftest-timeout", "2"]);
+            flash_fails(
+                &args,
+                &[
+                    "another deploy or rollback holds its lock (flash deploy, pid 1 of test@bench)",
+                    "waited 1 s",
+                ],
+            );
+        }
+        assert!(started.elapsed().as_secs_f64() >= 2.0);
+        assert_eq!(fs::read_to_string(root.join("state.toml")).unwrap(), state);
+        assert_eq!(assert_current_verifies(&root), "a");
+    }
+
+    let started = std::time::Instant::now();
+    let out = flash(
+        &[
+            "deploy",
+            endless.to_str().unwrap(),
+            "--to",
+            &target,
+            "--json",
+            "--selftest-timeout",
+            "2",
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["result"], "failed", "{r:#}");
+    assert_eq!(r["rolled_back"], true);
+    assert_eq!(r["selftest"]["exit_code"], serde_json::Value::Null);
+    let output = r["selftest"]["output"].as_str().unwrap();
+    assert!(
+        output.contains("did not finish within 2 s") && output.contains("self-test still running"),
+        "{output}"
+    );
+    // Only the tail of the flood is kept.
+    assert!(output.len() < 5000, "{} bytes of output", output.len());
+    assert!((2.0..60.0).contains(&elapsed), "{elapsed} s");
+    assert_not_running(root.join("slots/b/bin/lookupd").to_str().unwrap());
+    assert_not_running(ENDLESS_CHILD);
+    assert_eq!(assert_current_verifies(&root), "a");
+    assert_eq!(status(&target)["last"]["result"], "failed");
+    // Free again: the lock holds no name.
+    assert_eq!(fs::read_to_string(root.join("flash.lock")).unwrap(), "");
+}

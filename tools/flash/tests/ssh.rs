@@ -143,6 +143,52 @@ fn deploy_status_kill_and_rollback_over_ssh() {
     assert_eq!(fs::read_to_string(root.join("state.toml")).unwrap(), before);
     assert_eq!(assert_current_verifies(&root), "b");
 
+    // Another deploy holds the lock (this test, on the same machine): a deploy over ssh waits
+    // --lock-wait seconds, then fails naming the holder, and changes nothing.
+    let state = fs::read_to_string(root.join("state.toml")).unwrap();
+    {
+        let _held = hold_lock(&root, "flash deploy, pid 1 of test@bench");
+        let a = strs(&deploy(
+            &archives[0],
+            &["--lock-wait", "1", "--selftest-timeout", "2"],
+        ));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = run(&a, &sshd, None);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("holds its lock (flash deploy, pid 1 of test@bench)"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(fs::read_to_string(root.join("state.toml")).unwrap(), state);
+    assert_eq!(assert_current_verifies(&root), "b");
+
+    // A self-test that never ends: timeout(1) ends it and what it started on the target; it
+    // fails and is rolled back, and only the tail of its flood of output comes back.
+    let endless = dir.path().join("endless.flash");
+    pack(
+        &dir.path().join("bundle-v1"),
+        &private,
+        &endless_lookupd(dir.path()),
+        "endless",
+        &endless,
+    );
+    let a = strs(&deploy(&endless, &["--selftest-timeout", "2"]));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = run(&a, &sshd, None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["rolled_back"], true, "{r:#}");
+    let output = r["selftest"]["output"].as_str().unwrap();
+    assert!(
+        output.contains("did not finish within 2 s") && output.contains("self-test still running"),
+        "{output}"
+    );
+    assert!(output.len() < 5000, "{} bytes of output", output.len());
+    assert_not_running(ENDLESS_CHILD);
+    assert_eq!(assert_current_verifies(&root), "b");
+
     // An unreachable server: a clear error, no panic.
     let bad_url = url.replace(&format!(":{}/", sshd.port), ":1/");
     let out = run(&["status", "--to", &bad_url], &sshd, None);

@@ -98,7 +98,77 @@ pub fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// A small ELF of this machine standing in for lookupd where the self-test does not matter:
 /// `true selftest ...` passes, `false selftest ...` fails.
 pub fn stub_lookupd(passes: bool) -> PathBuf {
-    let name = if passes { "true" } else { "false" };
+    system_binary(if passes { "true" } else { "false" })
+}
+
+/// The command line of the child that [`endless_lookupd`] leaves running.
+pub const ENDLESS_CHILD: &str = "sleep 987";
+
+/// An ELF of this machine standing in for a lookupd whose self-test never ends: it starts a
+/// child ([`ENDLESS_CHILD`]) and floods its output meanwhile. Compiled into `dir` by rustc.
+pub fn endless_lookupd(dir: &Path) -> PathBuf {
+    let source = dir.join("endless.rs");
+    fs::write(
+        &source,
+        r#"fn main() {
+    let (program, arg) = ("sleep", "987");
+    let _child = std::process::Command::new(program).arg(arg).spawn().unwrap();
+    loop {
+        println!("self-test still running: {:?}", std::env::args().collect::<Vec<_>>());
+    }
+}
+"#,
+    )
+    .unwrap();
+    let binary = dir.join("endless");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .arg(&source)
+        .arg("-o")
+        .arg(&binary)
+        .output()
+        .expect("run rustc");
+    assert!(
+        out.status.success(),
+        "rustc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binary
+}
+
+/// Holds `root`'s deploy lock as another flash would (flock on flash.lock, naming `holder`)
+/// until the file is dropped.
+pub fn hold_lock(root: &Path, holder: &str) -> fs::File {
+    use std::io::Write;
+    let mut file = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(root.join("flash.lock"))
+        .unwrap();
+    file.try_lock().unwrap();
+    file.set_len(0).unwrap();
+    file.write_all(holder.as_bytes()).unwrap();
+    file
+}
+
+/// No process's command line holds `needle` (a killed self-test left nothing behind).
+pub fn assert_not_running(needle: &str) {
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(needle),
+            "still running: {cmdline} (pid {:?})",
+            entry.file_name()
+        );
+    }
+}
+
+fn system_binary(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/bin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
