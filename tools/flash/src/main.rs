@@ -260,7 +260,10 @@ fn print_deploy(r: &DeployReport) {
         println!("  install trusted.pub (first deploy)");
     }
     for f in &r.files {
-        println!("  {:5} {} ({} bytes)", f.action, f.path, f.bytes);
+        match f.action.as_str() {
+            "remove" => println!("  remove {}", f.path),
+            _ => println!("  {:6} {} ({} bytes)", f.action, f.path, f.bytes),
+        }
     }
     if let Some(run) = &r.selftest
         && !run.passed

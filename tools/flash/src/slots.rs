@@ -10,8 +10,8 @@
 //! ```
 //!
 //! A slot is complete when its signed manifest verifies against `trusted.pub` and every file's
-//! hash matches; its manifest and signature are removed before it is rewritten and written
-//! last. `current` only ever moves to a complete slot, by renaming a new symlink over it.
+//! hash matches; its manifest and signature are removed before it is rewritten (files the new
+//! archive does not list are removed too) and written last. `current` only ever moves to a complete slot, by renaming a new symlink over it.
 //! Before the move, state.toml records `trying = <slot>`; the self-test's outcome clears it. A
 //! `trying` found later means the process died between the move and the outcome: the next
 //! deploy or rollback moves `current` back to the good slot before anything else (the
@@ -299,7 +299,8 @@ pub fn status(t: &dyn Transport) -> Result<StatusReport> {
 pub struct FilePlan {
     pub path: String,
     pub bytes: u64,
-    /// `write`, or `keep` when the slot already holds it (a resumed deploy).
+    /// `write`, `keep` when the slot already holds it (a resumed deploy), or `remove` for a
+    /// file the archive does not list (left by an earlier release or an interrupted write).
     pub action: String,
 }
 
@@ -436,14 +437,16 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
     }
     let slot = current.map_or(Slot::A, Slot::other);
 
-    // 4. The plan: which files the slot already holds.
+    // 4. The plan: which files the slot already holds, and which it holds that the archive
+    // does not list (left by an earlier release or an interrupted write): the slot becomes
+    // exactly the archive.
     let names: Vec<&String> = archive.manifest.files.keys().collect();
     let rels: Vec<String> = names
         .iter()
         .map(|n| format!("{}/{n}", slot.dir()))
         .collect();
     let found = t.hashes(&rels)?;
-    let files: Vec<FilePlan> = names
+    let mut files: Vec<FilePlan> = names
         .iter()
         .zip(&found)
         .map(|(name, hash)| {
@@ -460,6 +463,27 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
             }
         })
         .collect();
+    let sealing = [MANIFEST_MEMBER, SIGNATURE_MEMBER];
+    files.extend(
+        t.list_files(&slot.dir())?
+            .into_iter()
+            .filter(|f| !archive.manifest.files.contains_key(f) && !sealing.contains(&f.as_str()))
+            .map(|path| FilePlan {
+                path,
+                bytes: 0,
+                action: "remove".into(),
+            }),
+    );
+    let count = |action: &str| files.iter().filter(|f| f.action == action).count();
+    let plan_summary = format!(
+        "write {} of {} files into slot {slot}{}",
+        count("write"),
+        archive.manifest.files.len(),
+        match count("remove") {
+            0 => String::new(),
+            n => format!(" (and remove {n} it holds that the archive does not list)"),
+        }
+    );
     let mut report = DeployReport {
         ok: true,
         dry_run: opts.dry_run,
@@ -477,11 +501,8 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
         message: String::new(),
     };
     if opts.dry_run {
-        report.message = format!(
-            "would write {} of {} files into slot {slot}, switch {CURRENT} to it, and run the self-test",
-            report.files.iter().filter(|f| f.action == "write").count(),
-            report.files.len()
-        );
+        report.message =
+            format!("would {plan_summary}, switch {CURRENT} to it, and run the self-test");
         return Ok(report);
     }
 
@@ -492,6 +513,9 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
     // Unseal first: a slot without its manifest is never taken for complete.
     t.remove(&format!("{}/{SIGNATURE_MEMBER}", slot.dir()))?;
     t.remove(&format!("{}/{MANIFEST_MEMBER}", slot.dir()))?;
+    for stale in report.files.iter().filter(|f| f.action == "remove") {
+        t.remove(&format!("{}/{}", slot.dir(), stale.path))?;
+    }
     write_slot(t, &archive, slot, &report.files, opts.progress)?;
 
     // 6. Read back.

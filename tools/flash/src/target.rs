@@ -282,6 +282,9 @@ pub trait Transport: fmt::Debug {
     fn put_bytes(&self, rel: &str, bytes: &[u8]) -> Result<()>;
     /// Removes a file; one that does not exist is not an error.
     fn remove(&self, rel: &str) -> Result<()>;
+    /// The files and symlinks under directory `rel` (at any depth, relative to it); none when
+    /// it does not exist.
+    fn list_files(&self, rel: &str) -> Result<Vec<String>>;
     /// The text of symlink `rel`, `None` when it does not exist.
     fn read_link(&self, rel: &str) -> Result<Option<String>>;
     /// Points symlink `rel` at `dest` atomically: a new symlink `rel.tmp`, renamed over `rel`,
@@ -448,6 +451,33 @@ impl Transport for DirTarget {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(FlashError::io(path, e)),
         }
+    }
+
+    fn list_files(&self, rel: &str) -> Result<Vec<String>> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(FlashError::io(dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| FlashError::io(dir, e))?;
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| FlashError::io(entry.path(), e))?;
+                if kind.is_dir() {
+                    walk(&entry.path(), &format!("{name}/"), out)?;
+                } else {
+                    out.push(name);
+                }
+            }
+            Ok(())
+        }
+        let mut files = Vec::new();
+        walk(&self.path(rel), "", &mut files)?;
+        files.sort();
+        Ok(files)
     }
 
     fn read_link(&self, rel: &str) -> Result<Option<String>> {
@@ -785,6 +815,24 @@ impl Transport for SshTarget {
             None,
         )
         .map(drop)
+    }
+
+    fn list_files(&self, rel: &str) -> Result<Vec<String>> {
+        let out = self.run(
+            &format!("listing {rel}"),
+            &format!(
+                "if [ -d {d} ]; then cd {d} && find . \\( -type f -o -type l \\) -print; fi",
+                d = sh_quote(&self.path(rel))
+            ),
+            None,
+        )?;
+        let mut files: Vec<String> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.strip_prefix("./"))
+            .map(str::to_owned)
+            .collect();
+        files.sort();
+        Ok(files)
     }
 
     fn read_link(&self, rel: &str) -> Result<Option<String>> {

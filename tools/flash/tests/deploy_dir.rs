@@ -121,17 +121,48 @@ fn deploy_update_resume_dry_run_status_rollback_and_a_failing_selftest() {
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(human.contains("* slot b: v2 verified"), "{human}");
 
-    // v1 again goes into slot a, which holds it already: every file kept (a resume).
+    // v1 again goes into slot a, which holds it already: every file kept (a resume). What else
+    // the slot holds (an earlier release's file, a temporary of an interrupted write) goes.
+    let strays = [
+        "bundle/old-gallery.gal",
+        "notes/readme.txt",
+        "bin/lookupd.tmp",
+    ];
+    for stray in strays {
+        let path = f.root.join("slots/a").join(stray);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "left over").unwrap();
+    }
+    let plan = deploy(&f.v1, &t, &["--dry-run"]);
+    assert!(
+        plan["message"]
+            .as_str()
+            .unwrap()
+            .contains("and remove 3 it holds that the archive does not list"),
+        "{plan:#}"
+    );
+    assert!(f.root.join("slots/a/notes/readme.txt").exists());
     let r = deploy(&f.v1, &t, &[]);
     assert_eq!(r["slot"], "a");
+    let files = r["files"].as_array().unwrap();
+    let removed: Vec<&str> = files
+        .iter()
+        .filter(|f| f["action"] == "remove")
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    let mut want = strays.to_vec();
+    want.sort_unstable();
+    assert_eq!(removed, want, "{r:#}");
     assert!(
-        r["files"]
-            .as_array()
-            .unwrap()
+        files
             .iter()
+            .filter(|f| f["action"] != "remove")
             .all(|f| f["action"] == "keep"),
         "{r:#}"
     );
+    for stray in strays {
+        assert!(!f.root.join("slots/a").join(stray).exists(), "{stray}");
+    }
     assert_eq!(assert_current_verifies(&f.root), "a");
 
     // Rollback: to b (v2), which verifies.

@@ -89,8 +89,20 @@ fn deploy_status_kill_and_rollback_over_ssh() {
     let out = run(&a, &sshd, Some("write:3"));
     assert_eq!(out.status.signal(), Some(6), "{}", text(&out));
     assert_eq!(assert_current_verifies(&root), "a");
+    // A file the archive does not list (an earlier release's) is removed from the slot.
+    let stray = root.join("slots/b/bundle/old-gallery.gal");
+    fs::write(&stray, "left over").unwrap();
     let r = json(&a, &sshd);
     assert_eq!(r["ok"], true, "{r:#}");
+    assert!(!stray.exists());
+    assert!(
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["action"] == "remove" && f["path"] == "bundle/old-gallery.gal"),
+        "{r:#}"
+    );
     let kept = r["files"]
         .as_array()
         .unwrap()
