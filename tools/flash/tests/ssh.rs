@@ -186,19 +186,45 @@ fn deploy_status_kill_and_rollback_over_ssh() {
         "endless",
         &endless,
     );
-    let a = strs(&deploy(&endless, &["--selftest-timeout", "2"]));
+    // Meanwhile it holds the lock: a second deploy is refused, naming it.
+    let a = strs(&deploy(&endless, &["--selftest-timeout", "5"]));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let out = run(&a, &sshd, None);
+    let options = sshd.ssh_options();
+    let (mut first, _tmp) = flash_command(&a, &[("FLASH_SSH_OPTIONS", options.as_str())]);
+    let first = first
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fs::read_to_string(root.join("flash.lock"))
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = strs(&deploy(&archives[0], &["--lock-wait", "0"]));
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let refused = run(&second, &sshd, None);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let holder = format!("holds its lock (flash deploy, pid {} of ", first.id());
+    assert!(text(&refused).contains(&holder), "{}", text(&refused));
+    let out = first.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["rolled_back"], true, "{r:#}");
     let output = r["selftest"]["output"].as_str().unwrap();
     assert!(
-        output.contains("did not finish within 2 s") && output.contains("self-test still running"),
+        output.contains("did not finish within 5 s") && output.contains("self-test still running"),
         "{output}"
     );
     assert!(output.len() < 5000, "{} bytes of output", output.len());
     assert_not_running(ENDLESS_CHILD);
+    assert_eq!(fs::read_to_string(root.join("flash.lock")).unwrap(), "");
     assert_eq!(assert_current_verifies(&root), "b");
 
     // An unreachable server: a clear error, no panic.

@@ -32,8 +32,13 @@ pub fn flash_bin() -> PathBuf {
 
 /// Runs `flash` with `args` and extra environment.
 pub fn flash(args: &[&str], env: &[(&str, &str)]) -> Output {
-    // A run killed by a fault leaves its staging folder behind: each run gets a temporary
-    // folder of its own, removed once it has exited.
+    let (mut cmd, _tmp) = flash_command(args, env);
+    cmd.output().expect("run flash")
+}
+
+/// The command of [`flash`], to start it: it needs the temporary folder until it has exited (a
+/// run killed by a fault leaves its staging folder behind: each run gets a folder of its own).
+pub fn flash_command(args: &[&str], env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("a temporary folder");
     let mut cmd = Command::new(flash_bin());
     cmd.args(args)
@@ -42,7 +47,7 @@ pub fn flash(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run flash")
+    (cmd, tmp)
 }
 
 pub fn text(out: &Output) -> String {
