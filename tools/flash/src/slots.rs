@@ -11,12 +11,12 @@
 //!
 //! A slot is complete when its signed manifest verifies against `trusted.pub` and every file's
 //! hash matches; its manifest and signature are removed before it is rewritten (files the new
-//! archive does not list are removed too) and written last. `current` only ever moves to a complete slot, by renaming a new symlink over it.
-//! Before the move, state.toml records `trying = <slot>`; the self-test's outcome clears it. A
-//! `trying` found later means the process died between the move and the outcome: the next
-//! deploy or rollback moves `current` back to the good slot before anything else (the
-//! interrupted slot is then simply the inactive one, which the deploy resumes and tests again),
-//! and `status` reports it as unconfirmed.
+//! archive does not list are removed too) and written last. `current` only ever moves to a
+//! complete slot, by renaming a new symlink over it. Before the move, state.toml records
+//! `trying = <slot>`; the self-test's outcome clears it. A `trying` found later means the
+//! process died between the move and the outcome: the next deploy or rollback moves `current`
+//! back to the good slot before anything else (the interrupted slot is then simply the inactive
+//! one, which the deploy resumes and tests again), and `status` reports it as unconfirmed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -505,6 +505,7 @@ pub fn deploy(t: &dyn Transport, opts: &DeployOptions) -> Result<DeployReport> {
             format!("would {plan_summary}, switch {CURRENT} to it, and run the self-test");
         return Ok(report);
     }
+    tracing::info!("plan: {plan_summary}");
 
     // 5. Write the inactive slot.
     if install_key {
