@@ -29,7 +29,11 @@ struct Cli {
 #[derive(Debug, Args)]
 struct LimitArgs {
     /// Seconds the self-test may run on the target before it is killed and counts as failed.
-    #[arg(long, default_value_t = Limits::default().selftest_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        default_value_t = Limits::default().selftest_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     selftest_timeout: u64,
     /// Seconds to wait for another deploy or rollback of the target to finish (its lock).
     #[arg(long, default_value_t = Limits::default().lock_wait.as_secs())]
