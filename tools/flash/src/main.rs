@@ -25,6 +25,9 @@ struct Cli {
     command: Command,
 }
 
+/// The longest wait either limit takes, in seconds.
+const DAY: u64 = 24 * 3600;
+
 /// How long deploy and rollback wait on the target.
 #[derive(Debug, Args)]
 struct LimitArgs {
@@ -32,11 +35,15 @@ struct LimitArgs {
     #[arg(
         long,
         default_value_t = Limits::default().selftest_timeout.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=DAY)
     )]
     selftest_timeout: u64,
     /// Seconds to wait for another deploy or rollback of the target to finish (its lock).
-    #[arg(long, default_value_t = Limits::default().lock_wait.as_secs())]
+    #[arg(
+        long,
+        default_value_t = Limits::default().lock_wait.as_secs(),
+        value_parser = clap::value_parser!(u64).range(..=DAY)
+    )]
     lock_wait: u64,
 }
 

@@ -235,6 +235,23 @@ fn a_held_lock_and_an_endless_selftest() {
     let r = deploy(&good, &target, &["--trust-key", public.to_str().unwrap()]);
     assert_eq!(r["ok"], true, "{r:#}");
 
+    // Limits out of range are refused by name (no overflowing deadline).
+    flash_fails(
+        &["rollback", "--to", &target, "--lock-wait", "100000"],
+        &["--lock-wait", "0..=86400"],
+    );
+    flash_fails(
+        &[
+            "deploy",
+            good.to_str().unwrap(),
+            "--to",
+            &target,
+            "--selftest-timeout",
+            "0",
+        ],
+        &["--selftest-timeout", "1..=86400"],
+    );
+
     let state = fs::read_to_string(root.join("state.toml")).unwrap();
     {
         let _held = hold_lock(&root, "flash deploy, pid 1 of test@bench");
