@@ -313,10 +313,15 @@ fn print_status(r: &StatusReport) {
             println!("    {hash}  {name}");
         }
     }
-    if let Some(u) = r.unconfirmed {
-        println!(
+    if let Some(holder) = &r.locked_by {
+        println!("a deploy or rollback is running now: {holder}");
+    }
+    match (r.unconfirmed, &r.locked_by) {
+        (Some(u), Some(_)) => println!("slot {u} is on trial: its self-test has not finished yet"),
+        (Some(u), None) => println!(
             "WARNING: the switch to slot {u} was never confirmed (interrupted deploy); the next deploy or rollback undoes it"
-        );
+        ),
+        (None, _) => {}
     }
     if let Some(last) = &r.last {
         println!(

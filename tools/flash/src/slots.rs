@@ -33,7 +33,7 @@ use crate::error::{FlashError, Result};
 use crate::fault;
 use crate::keys::{PublicKey, load_public};
 use crate::progress::bytes_bar;
-use crate::target::{SelftestRun, TargetLock, Transport, lock_holder};
+use crate::target::{SelftestRun, TargetLock, Transport, holder_description};
 
 /// The trusted public key on the target.
 pub const TRUSTED_KEY: &str = "trusted.pub";
@@ -269,6 +269,8 @@ pub struct StatusReport {
     pub unconfirmed: Option<Slot>,
     pub slots: Vec<SlotStatus>,
     pub last: Option<Outcome>,
+    /// A deploy or rollback running now: the holder of the target's lock.
+    pub locked_by: Option<String>,
 }
 
 /// Reads everything and changes nothing.
@@ -291,6 +293,7 @@ pub fn status(t: &dyn Transport) -> Result<StatusReport> {
         unconfirmed: state.trying,
         slots,
         last: state.last,
+        locked_by: t.held_by()?,
     })
 }
 
@@ -358,7 +361,7 @@ pub struct DeployOptions<'a> {
 
 /// Takes the target's lock for `action` (see [`crate::target::LOCK_FILE`]).
 fn lock(t: &dyn Transport, action: &str, limits: Limits) -> Result<TargetLock> {
-    t.lock(&lock_holder(action), limits.lock_wait)
+    t.lock(&holder_description(action), limits.lock_wait)
 }
 
 /// Verifies the archive against the target's key and architecture, then (unless dry-run) writes

@@ -244,7 +244,7 @@ fn finish_or_kill(child: &mut Child, grace: Duration) {
 }
 
 /// Who holds a lock: written into [`LOCK_FILE`], shown to the next one that finds it held.
-pub fn lock_holder(action: &str) -> String {
+pub fn holder_description(action: &str) -> String {
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let user = std::env::var("USER").unwrap_or_default();
     let since = std::time::SystemTime::now()
@@ -296,6 +296,9 @@ pub trait Transport: fmt::Debug {
     /// Locks the target for a deploy or rollback (see [`LOCK_FILE`]), waiting up to `wait` for
     /// another holder; `holder` says who takes it.
     fn lock(&self, holder: &str, wait: Duration) -> Result<TargetLock>;
+    /// The holder the lock file names while another process holds the lock; `None` when it is
+    /// free. Takes nothing (a shared lock for an instant, to probe).
+    fn held_by(&self) -> Result<Option<String>>;
 }
 
 /// What a self-test killed after `timeout` says, after the output it gave.
@@ -614,6 +617,27 @@ impl Transport for DirTarget {
         Ok(TargetLock {
             held: Held::File(file),
         })
+    }
+
+    fn held_by(&self) -> Result<Option<String>> {
+        let path = self.path(LOCK_FILE);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(FlashError::io(path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok(None)
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Ok(Some(holder.trim().to_owned()))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(FlashError::io(path, e)),
+        }
     }
 }
 
@@ -980,6 +1004,22 @@ impl Transport for SshTarget {
                 Err(self.fail("lock", format!("ssh or the remote shell failed: {stderr}")))
             }
         }
+    }
+
+    fn held_by(&self) -> Result<Option<String>> {
+        let lock = sh_quote(&self.path(LOCK_FILE));
+        let out = self.run(
+            "probing the lock",
+            &format!(
+                "[ -e {lock} ] && command -v flock >/dev/null 2>&1 || exit 0; exec 9<{lock}; \
+                 flock -s -n 9 || {{ echo busy; cat {lock}; }}"
+            ),
+            None,
+        )?;
+        let out = String::from_utf8_lossy(&out);
+        Ok(out
+            .strip_prefix("busy\n")
+            .map(|holder| holder.trim().to_owned()))
     }
 }
 

@@ -271,6 +271,13 @@ fn a_held_lock_and_an_endless_selftest() {
             );
         }
         assert!(started.elapsed().as_secs_f64() >= 2.0);
+        let s = status(&target);
+        assert_eq!(s["locked_by"], "flash deploy, pid 1 of test@bench", "{s:#}");
+        let human = String::from_utf8(flash_ok(&["status", "--to", &target]).stdout).unwrap();
+        assert!(
+            human.contains("a deploy or rollback is running now: flash deploy, pid 1"),
+            "{human}"
+        );
         assert_eq!(fs::read_to_string(root.join("state.toml")).unwrap(), state);
         assert_eq!(assert_current_verifies(&root), "a");
     }
@@ -306,6 +313,7 @@ fn a_held_lock_and_an_endless_selftest() {
     assert_not_running(ENDLESS_CHILD);
     assert_eq!(assert_current_verifies(&root), "a");
     assert_eq!(status(&target)["last"]["result"], "failed");
-    // Free again: the lock holds no name.
+    // Free again: the lock holds no name, and status says none runs.
     assert_eq!(fs::read_to_string(root.join("flash.lock")).unwrap(), "");
+    assert_eq!(status(&target)["locked_by"], serde_json::Value::Null);
 }

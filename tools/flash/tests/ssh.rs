@@ -207,6 +207,14 @@ fn deploy_status_kill_and_rollback_over_ssh() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let s = json(&["status", "--to", &url, "--json"], &sshd);
+    let running = format!("flash deploy, pid {} of ", first.id());
+    assert!(
+        s["locked_by"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&running)),
+        "{s:#}"
+    );
     let second = strs(&deploy(&archives[0], &["--lock-wait", "0"]));
     let second: Vec<&str> = second.iter().map(String::as_str).collect();
     let refused = run(&second, &sshd, None);
@@ -225,6 +233,8 @@ fn deploy_status_kill_and_rollback_over_ssh() {
     assert!(output.len() < 5000, "{} bytes of output", output.len());
     assert_not_running(ENDLESS_CHILD);
     assert_eq!(fs::read_to_string(root.join("flash.lock")).unwrap(), "");
+    let s = json(&["status", "--to", &url, "--json"], &sshd);
+    assert_eq!(s["locked_by"], serde_json::Value::Null, "{s:#}");
     assert_eq!(assert_current_verifies(&root), "b");
 
     // An unreachable server: a clear error, no panic.
