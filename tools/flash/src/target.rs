@@ -670,6 +670,11 @@ impl SshTarget {
         cmd
     }
 
+    /// The error of an `ssh` that would not start.
+    fn no_ssh(&self, what: &str, e: io::Error) -> FlashError {
+        self.fail(what, format!("cannot run ssh: {e} (is OpenSSH installed?)"))
+    }
+
     fn fail(&self, what: &str, message: impl fmt::Display) -> FlashError {
         FlashError::Target {
             target: self.spec.clone(),
@@ -691,7 +696,7 @@ impl SshTarget {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| self.fail(what, format!("cannot run ssh: {e} (is OpenSSH installed?)")))?;
+            .map_err(|e| self.no_ssh(what, e))?;
         if let Some(bytes) = input {
             let mut stdin = child.stdin.take().expect("piped");
             stdin
@@ -799,7 +804,7 @@ impl Transport for SshTarget {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| self.fail(&what, format!("cannot run ssh: {e}")))?;
+            .map_err(|e| self.no_ssh(&what, e))?;
         let mut stdin = child.stdin.take().expect("piped");
         let send = copy_file(&mut input, src, len, &mut stdin, bar, halfway, |e| {
             self.fail(&what, format!("sending data: {e}"))
@@ -915,7 +920,7 @@ impl Transport for SshTarget {
             .command(&script)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| self.fail("selftest", format!("cannot run ssh: {e}")))?;
+            .map_err(|e| self.no_ssh("selftest", e))?;
         let code = out.status.code();
         if code == Some(255) {
             return Err(self.fail(
@@ -965,12 +970,7 @@ impl Transport for SshTarget {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                self.fail(
-                    "lock",
-                    format!("cannot run ssh: {e} (is OpenSSH installed?)"),
-                )
-            })?;
+            .map_err(|e| self.no_ssh("lock", e))?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut first = String::new();
         let _ = stdout.read_line(&mut first);
